@@ -1,0 +1,299 @@
+//! The validated configuration: what `orch.toml` (plus `ORCH_*` overrides and the
+//! built-in defaults) says to run. Every value here has passed validation, so the
+//! engine can rely on the graph being well formed and the time budget holding.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::key::KeyPrefix;
+use crate::model::ItemKind;
+use crate::names::{GateName, RoleName, StageName, TrackName};
+use crate::time::secs;
+
+/// The whole configuration of an orch deployment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The file it was read from; relative paths in it are resolved against its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub node: NodeConfig,
+    pub reaper: ReaperConfig,
+    pub repos: Vec<RepoConfig>,
+    pub agents: BTreeMap<RoleName, AgentConfig>,
+    pub tracks: BTreeMap<TrackName, TrackConfig>,
+    pub stages: BTreeMap<StageName, StageConfig>,
+    pub edges: Vec<EdgeConfig>,
+    pub gates: BTreeMap<GateName, GateConfig>,
+}
+
+/// `[server]`: how the HTTP API listens.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerConfig {
+    pub listen: String,
+}
+
+/// `[store]`: where state lives.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the config's folder) or `postgres://…`.
+    pub url: String,
+}
+
+/// `[node]`: this process's identity and capacity.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeConfig {
+    /// Empty means "use the hostname"; resolved by the binary, not here (no I/O).
+    pub id: String,
+    pub max_concurrent_jobs: NonZeroU32,
+    /// Worktrees, logs, prompts and verdicts; relative to the config's folder.
+    pub data_dir: PathBuf,
+}
+
+/// `[reaper]`: the recovery timings. All in seconds, fractional allowed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReaperConfig {
+    pub interval_s: f64,
+    pub finalize_grace_s: f64,
+    pub max_running_s: f64,
+    pub finalizer_liveness_enabled: bool,
+    pub lease_ttl_s: f64,
+    pub heartbeat_s: f64,
+}
+
+impl ReaperConfig {
+    pub fn interval(&self) -> Duration {
+        secs(self.interval_s)
+    }
+    pub fn finalize_grace(&self) -> Duration {
+        secs(self.finalize_grace_s)
+    }
+    pub fn max_running(&self) -> Duration {
+        secs(self.max_running_s)
+    }
+    pub fn lease_ttl(&self) -> Duration {
+        secs(self.lease_ttl_s)
+    }
+    pub fn heartbeat(&self) -> Duration {
+        secs(self.heartbeat_s)
+    }
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 15.0,
+            finalize_grace_s: 300.0,
+            max_running_s: 5400.0,
+            finalizer_liveness_enabled: true,
+            lease_ttl_s: 30.0,
+            heartbeat_s: 10.0,
+        }
+    }
+}
+
+/// Which forge hosts a repo's pull requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    Local,
+    Gitea,
+    Github,
+}
+
+/// One `[[repos]]` entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct RepoConfig {
+    pub name: String,
+    pub key: KeyPrefix,
+    /// A local clone, relative to the config's folder.
+    pub path: PathBuf,
+    pub forge: ForgeKind,
+    pub main_branch: String,
+    /// The track each kind of item starts on.
+    pub tracks: BTreeMap<ItemKind, TrackName>,
+}
+
+impl RepoConfig {
+    /// The starting track for an item of `kind` (validation guarantees every kind has one).
+    pub fn track_for(&self, kind: ItemKind) -> Option<&TrackName> {
+        self.tracks.get(&kind)
+    }
+}
+
+/// How an agent is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterKind {
+    Command,
+    ClaudeCode,
+    Codex,
+    Script,
+    /// No process: the stage only runs the gates of its outgoing edge.
+    None,
+}
+
+/// Where the machine verdict comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictSource {
+    /// JSON written to `ORCH_VERDICT_FILE` (DESIGN §6).
+    File,
+    /// Exit 0 is `pass`, anything else `fail`.
+    ExitCode,
+}
+
+/// One `[agents.<role>]` table.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentConfig {
+    pub adapter: AdapterKind,
+    /// argv; empty only for adapter `none`.
+    pub command: Vec<String>,
+    /// Zero for adapter `none` (no process runs).
+    pub timeout_s: f64,
+    pub verdict: VerdictSource,
+}
+
+impl AgentConfig {
+    pub fn timeout(&self) -> Duration {
+        secs(self.timeout_s)
+    }
+}
+
+/// One `[tracks.<name>]` table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackConfig {
+    pub stages: Vec<StageName>,
+}
+
+/// One `[stages.<name>]` table.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageConfig {
+    pub role: RoleName,
+    pub max_attempts: NonZeroU32,
+}
+
+/// Where an edge leads: the next stage, or `done` after a track's last stage.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum EdgeTarget {
+    Stage(StageName),
+    #[serde(serialize_with = "serialize_done")]
+    Done,
+}
+
+fn serialize_done<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("done")
+}
+
+impl EdgeTarget {
+    /// The spelling used in config and events (`done` for the end of a track).
+    pub fn as_str(&self) -> &str {
+        match self {
+            EdgeTarget::Stage(s) => s.as_str(),
+            EdgeTarget::Done => "done",
+        }
+    }
+}
+
+/// One `[[edges]]` entry: gates between `from` and `to`, and where a failure goes.
+#[derive(Clone, Debug, Serialize)]
+pub struct EdgeConfig {
+    pub from: StageName,
+    pub to: EdgeTarget,
+    pub gates: Vec<GateName>,
+    /// Rollback target; `None` retries `from`.
+    pub on_fail: Option<StageName>,
+    pub approval: bool,
+}
+
+/// One `[gates.<name>]` table.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateConfig {
+    pub command: Vec<String>,
+    pub timeout_s: f64,
+    pub metric: Option<MetricSpec>,
+}
+
+impl GateConfig {
+    pub fn timeout(&self) -> Duration {
+        secs(self.timeout_s)
+    }
+}
+
+/// A gate that passes on a number read from its output rather than its exit code.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricSpec {
+    #[serde(serialize_with = "serialize_regex")]
+    pub regex: regex::Regex,
+    pub min: f64,
+}
+
+fn serialize_regex<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+impl MetricSpec {
+    /// The last match's first capture group in `output`, parsed as a number.
+    pub fn read(&self, output: &str) -> Option<f64> {
+        self.regex.captures_iter(output).last().and_then(|c| c.get(1)).and_then(|m| m.as_str().trim().parse().ok())
+    }
+}
+
+/// The way out of a stage on a given track: where it leads and the edge (if any)
+/// whose gates, rollback target and approval rule apply.
+#[derive(Clone, Debug)]
+pub struct Exit<'a> {
+    pub to: EdgeTarget,
+    pub edge: Option<&'a EdgeConfig>,
+}
+
+impl Config {
+    /// The stage that follows `stage` on `track`, or `Done` after the last one.
+    /// `None` if the track does not have the stage.
+    pub fn next_after(&self, track: &TrackName, stage: &StageName) -> Option<EdgeTarget> {
+        let stages = &self.tracks.get(track)?.stages;
+        let i = stages.iter().position(|s| s == stage)?;
+        Some(match stages.get(i + 1) {
+            Some(next) => EdgeTarget::Stage(next.clone()),
+            None => EdgeTarget::Done,
+        })
+    }
+
+    /// The configured edge between two stages, if there is one.
+    pub fn edge(&self, from: &StageName, to: &EdgeTarget) -> Option<&EdgeConfig> {
+        self.edges.iter().find(|e| &e.from == from && &e.to == to)
+    }
+
+    /// The way out of `stage` on `track`.
+    pub fn exit(&self, track: &TrackName, stage: &StageName) -> Option<Exit<'_>> {
+        let to = self.next_after(track, stage)?;
+        let edge = self.edge(stage, &to);
+        Some(Exit { to, edge })
+    }
+
+    /// The first stage of a track.
+    pub fn first_stage(&self, track: &TrackName) -> Option<&StageName> {
+        self.tracks.get(track)?.stages.first()
+    }
+
+    /// The agent that runs `stage`.
+    pub fn agent_for(&self, stage: &StageName) -> Option<(&RoleName, &AgentConfig)> {
+        let role = &self.stages.get(stage)?.role;
+        self.agents.get(role).map(|a| (role, a))
+    }
+
+    /// How many jobs `stage` may use per item.
+    pub fn max_attempts(&self, stage: &StageName) -> u32 {
+        self.stages.get(stage).map_or(1, |s| s.max_attempts.get())
+    }
+
+    /// The repo with this name.
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos.iter().find(|r| r.name == name)
+    }
+}

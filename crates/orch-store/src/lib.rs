@@ -1,0 +1,197 @@
+//! orch's durable state behind one `Store` trait, with SQLite (embedded default) and
+//! PostgreSQL implementations.
+//!
+//! Architecture invariants:
+//! - Only this crate speaks SQL.
+//! - Every write by a job's owner names the epoch it holds; a write with a stale
+//!   epoch changes nothing and is reported as fenced out (never silently applied).
+//! - A transition is one transaction that checks the item's `version` and the job's
+//!   `epoch`, updates both, appends the events and enqueues the next job.
+//! - The store never reads the clock: callers pass `now`, so tests control time.
+//! - Events are append-only: no operation updates or deletes one.
+
+mod types;
+
+pub use types::*;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::{ItemKey, Timestamp};
+
+/// Backend-neutral failures, so callers never match on driver text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names no backend orch has.
+    #[error("store URL {url:?} has an unknown scheme: expected sqlite://PATH or postgres://USER@HOST/DB")]
+    UnknownScheme { url: String },
+    /// The database could not be reached or opened.
+    #[error("cannot open store {url}: {reason}")]
+    Unavailable { url: String, reason: String },
+    /// The schema was written by a newer orch.
+    #[error("store {url} has schema version {found}, newer than this orch binary knows ({known}); upgrade orch")]
+    SchemaTooNew { url: String, found: i64, known: i64 },
+    /// A migration failed to apply.
+    #[error("migrating store {url}: {reason}")]
+    Migration { url: String, reason: String },
+    /// The caller's epoch is stale: another owner has taken the job over.
+    #[error("job {job} is fenced out: epoch {epoch} is no longer current")]
+    FencedOut { job: JobId, epoch: i64 },
+    /// A row that must exist does not.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The repo named has no key prefix registered (items are created per repo).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A stored row could not be decoded (corruption or a schema bug).
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The durable state of an orch deployment.
+///
+/// All times come from the caller (`now`), and every write by a job owner carries
+/// the epoch it holds. Implementations must make each method atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and benchmarks.
+    fn backend(&self) -> Backend;
+
+    /// Woken whenever a job may have been queued: by this process's own writes at
+    /// once, and (PostgreSQL) by other nodes' `NOTIFY`. A hint only; callers still poll.
+    fn work_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    // --- items ---------------------------------------------------------------
+
+    /// Creates an item, allocating `PREFIX-N` for its repo atomically (unique and
+    /// gap-free under concurrent writers), appends `item.created`, and enqueues the
+    /// first job (attempt 1 at `new.state.stage`) with `job.queued`. Durable when it
+    /// returns (I7).
+    async fn create_item(&self, new: NewItem, now: Timestamp) -> Result<Item>;
+
+    /// One item by key.
+    async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>>;
+
+    /// Items matching `filter`, ordered by key (repo prefix, then number), `page` applied.
+    async fn list_items(&self, filter: &ItemFilter, page: Page) -> Result<Vec<Item>>;
+
+    /// Records the item's branch name (set once by the VCS layer).
+    async fn set_branch(&self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()>;
+
+    // --- jobs ----------------------------------------------------------------
+
+    /// One job by id.
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Every job of an item, oldest first.
+    async fn jobs_for_item(&self, key: &ItemKey) -> Result<Vec<Job>>;
+
+    /// The item's job that has not ended (queued, running or finishing), if any.
+    async fn active_job(&self, key: &ItemKey) -> Result<Option<Job>>;
+
+    /// Claims up to `limit` queued jobs, oldest first, for `node`: each becomes
+    /// `running` with `owner = node`, `epoch + 1`, `lease_expires_at = now + lease_ttl`,
+    /// and its item becomes `running`. Each queued job is claimed by exactly one
+    /// caller however many claim at once.
+    async fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>>;
+
+    /// Extends the leases of `jobs` held by `node` in one statement. Returns the ids
+    /// whose lease was renewed; a job missing from the result has been taken over,
+    /// cancelled or ended, and its owner must stop.
+    async fn renew_leases(
+        &self,
+        node: &str,
+        jobs: &[(JobId, i64)],
+        now: Timestamp,
+        lease_ttl: Duration,
+    ) -> Result<Vec<JobId>>;
+
+    /// Records the agent process of a running job and appends `job.started`.
+    ///
+    /// # Errors
+    /// `Error::FencedOut` if `epoch` is stale.
+    async fn record_started(&self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()>;
+
+    /// Marks the job `finishing`: stamps `finished_at`, the exit code (None = lost)
+    /// and a reason, and appends `job.finished`.
+    ///
+    /// # Errors
+    /// `Error::FencedOut` if `epoch` is stale.
+    async fn record_finished(&self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()>;
+
+    /// Records one gate's result and appends `gate.passed` / `gate.failed`.
+    ///
+    /// # Errors
+    /// `Error::FencedOut` if `epoch` is stale.
+    async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()>;
+
+    /// Takes a job over for `node`: only if its epoch is still `expected_epoch` and it
+    /// has not ended. Bumps the epoch (fencing the previous owner), sets the owner and
+    /// lease, and appends `reaper.took_over` with `reason`. `None` if someone else moved first.
+    async fn take_over(
+        &self,
+        job: JobId,
+        expected_epoch: i64,
+        node: &str,
+        now: Timestamp,
+        lease_ttl: Duration,
+        reason: &str,
+    ) -> Result<Option<Job>>;
+
+    /// Puts a running job back in the queue (graceful shutdown, reconcile): status
+    /// `queued`, no owner, epoch + 1, run fields cleared; item back to `queued`.
+    /// Appends `job.released`.
+    ///
+    /// # Errors
+    /// `Error::FencedOut` if `epoch` is stale.
+    async fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()>;
+
+    /// Commits an item's transition in one transaction (see `TransitionCommit`).
+    async fn commit_transition(&self, commit: TransitionCommit, now: Timestamp) -> Result<CommitOutcome>;
+
+    /// Appends events that are not part of a transition (e.g. `reaper.deferred`,
+    /// `job.fenced_out`).
+    async fn append_events(&self, events: &[NewEvent], now: Timestamp) -> Result<()>;
+
+    // --- reaper tiers (one indexed query each; no full scans) ----------------
+
+    /// Tier-1: `running` jobs whose lease expired before `now`.
+    async fn expired_running(&self, now: Timestamp, limit: u32) -> Result<Vec<Job>>;
+
+    /// Tier-2: `finishing` jobs whose `finished_at` is before `finished_before`.
+    async fn stale_finishing(&self, finished_before: Timestamp, limit: u32) -> Result<Vec<Job>>;
+
+    /// Tier-3: `running` or `finishing` jobs whose `started_at` is before `started_before`.
+    async fn overdue(&self, started_before: Timestamp, limit: u32) -> Result<Vec<Job>>;
+
+    /// `running`/`finishing` jobs owned by `node` (start-up reconcile, shutdown).
+    async fn jobs_owned_by(&self, node: &str) -> Result<Vec<Job>>;
+
+    // --- events and views ----------------------------------------------------
+
+    /// An item's events in the order they were appended.
+    async fn events_for_item(&self, key: &ItemKey) -> Result<Vec<Event>>;
+
+    /// Events with `seq > after`, ascending, at most `limit`.
+    async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// The counts `GET /queue` and `orch queue` show.
+    async fn queue_stats(&self) -> Result<QueueStats>;
+}
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), applying
+/// migrations. A relative SQLite path is taken as given (the caller resolves it).
+///
+/// # Errors
+/// `UnknownScheme`, `Unavailable`, `SchemaTooNew` or `Migration`, each naming the URL.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let _ = url;
+    Err(Error::UnknownScheme { url: url.to_owned() })
+}

@@ -1,0 +1,268 @@
+//! The rows the store hands out and the requests it takes. Their JSON shape is the
+//! data shape of DESIGN §8 (fields may be added, never renamed).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use orch_core::{
+    EventKind, ItemKey, ItemKind, ItemState, ItemStatus, JobStatus, KeyPrefix, StageName, Timestamp, TrackName,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// A job's id (database-assigned, increasing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A pull request opened for an item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub url: String,
+    pub state: String,
+    pub merge_sha: Option<String>,
+}
+
+/// A work item as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Item {
+    pub key: ItemKey,
+    pub repo: String,
+    pub kind: ItemKind,
+    pub title: String,
+    pub body: String,
+    pub track: TrackName,
+    pub stage: StageName,
+    pub status: ItemStatus,
+    pub version: i64,
+    pub attempts: BTreeMap<StageName, u32>,
+    pub branch: Option<String>,
+    pub pr: Option<PullRequest>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Item {
+    /// The transition-relevant part, for `orch_core::decide`.
+    pub fn state(&self) -> ItemState {
+        ItemState {
+            track: self.track.clone(),
+            stage: self.stage.clone(),
+            status: self.status,
+            version: self.version,
+            attempts: self.attempts.clone(),
+        }
+    }
+}
+
+/// What `create_item` needs; the key is allocated by the store.
+#[derive(Clone, Debug)]
+pub struct NewItem {
+    pub repo: String,
+    pub prefix: KeyPrefix,
+    pub kind: ItemKind,
+    pub title: String,
+    pub body: String,
+    /// Normally `ItemState::new(track, first_stage)`.
+    pub state: ItemState,
+}
+
+/// Filters for `list_items`; `None` matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFilter {
+    pub repo: Option<String>,
+    pub stage: Option<StageName>,
+    pub status: Option<ItemStatus>,
+}
+
+/// Offset pagination.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub offset: u32,
+    pub limit: u32,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self { offset: 0, limit: 100 }
+    }
+}
+
+/// One job (one attempt of one stage for one item).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub item: ItemKey,
+    pub stage: StageName,
+    pub attempt: u32,
+    pub status: JobStatus,
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub lease_expires_at: Option<Timestamp>,
+    pub heartbeat_at: Option<Timestamp>,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    /// The agent process's start time (clock ticks since boot, from /proc), so a
+    /// recycled pid is never mistaken for our agent.
+    pub proc_start: Option<i64>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub verdict: Option<serde_json::Value>,
+    pub log_path: Option<String>,
+}
+
+/// The agent process of a job, recorded when it starts.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    pub pid: i32,
+    pub pgid: i32,
+    pub proc_start: Option<i64>,
+    pub log_path: String,
+}
+
+/// How the agent process ended.
+#[derive(Clone, Debug)]
+pub struct ExitInfo {
+    /// `None` when the process was lost (no exit status could be had).
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// One gate's result on one job.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateResult {
+    pub gate: String,
+    pub passed: bool,
+    pub exit_code: Option<i32>,
+    pub metric: Option<f64>,
+    pub duration_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// How the job that produced a transition ends.
+#[derive(Clone, Debug)]
+pub struct JobFinal {
+    pub id: JobId,
+    /// The epoch the committer holds; stale means fenced out.
+    pub epoch: i64,
+    /// `done`, `failed` or `cancelled`.
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    pub verdict: Option<serde_json::Value>,
+}
+
+/// One transition, committed atomically by `Store::commit_transition`:
+/// 1. if `job` is set, that job must be `running`/`finishing` at `job.epoch`
+///    (else `FencedOut`, nothing changes); it ends with `job.status`;
+/// 2. the item must be at `expected_version` (else `Conflict`, nothing changes);
+///    its state becomes `next` (whose version is `expected_version + 1`);
+/// 3. if `cancel_active_jobs`, every other not-ended job of the item is cancelled
+///    and its epoch bumped (operator actions), with `job.cancelled` events;
+/// 4. `events` are appended (item, job and epoch filled in);
+/// 5. if `enqueue` is set, a job is queued for `(stage, attempt)` with `job.queued`.
+#[derive(Clone, Debug)]
+pub struct TransitionCommit {
+    pub item: ItemKey,
+    pub expected_version: i64,
+    pub job: Option<JobFinal>,
+    pub next: ItemState,
+    pub cancel_active_jobs: bool,
+    pub events: Vec<NewEvent>,
+    pub enqueue: Option<(StageName, u32)>,
+}
+
+/// What `commit_transition` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Everything was written; the new job's id if one was enqueued.
+    Applied { enqueued: Option<JobId> },
+    /// The job's epoch was stale: another owner holds it. Nothing was written.
+    FencedOut,
+    /// The item's version had moved on. Nothing was written.
+    Conflict,
+}
+
+/// An event to append. `item`, and for owner writes `job`/`epoch`, say whose it is.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub item: ItemKey,
+    pub job: Option<JobId>,
+    pub kind: EventKind,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub epoch: Option<i64>,
+    pub reason: Option<String>,
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event with only its item and kind set.
+    pub fn new(item: ItemKey, kind: EventKind) -> Self {
+        Self { item, job: None, kind, from: None, to: None, epoch: None, reason: None, data: serde_json::Value::Null }
+    }
+}
+
+/// One row of the append-only audit log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub item: ItemKey,
+    pub job: Option<JobId>,
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub epoch: Option<i64>,
+    pub reason: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// A running or finishing job, as `GET /queue` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActiveJob {
+    pub id: JobId,
+    pub item: ItemKey,
+    pub stage: StageName,
+    pub status: JobStatus,
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub started_at: Option<Timestamp>,
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+/// Counts for `GET /queue`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueStats {
+    /// Items per status (every status present, zero included).
+    pub items_by_status: BTreeMap<String, i64>,
+    /// Non-terminal items per stage.
+    pub items_by_stage: BTreeMap<String, i64>,
+    /// Jobs per status (every status present, zero included).
+    pub jobs_by_status: BTreeMap<String, i64>,
+    /// Running and finishing jobs.
+    pub active_jobs: Vec<ActiveJob>,
+}
