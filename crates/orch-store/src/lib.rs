@@ -10,6 +10,9 @@
 //! - The store never reads the clock: callers pass `now`, so tests control time.
 //! - Events are append-only: no operation updates or deletes one.
 
+mod common;
+mod postgres;
+mod sqlite;
 mod types;
 
 pub use types::*;
@@ -192,6 +195,11 @@ pub trait Store: Send + Sync + 'static {
 /// # Errors
 /// `UnknownScheme`, `Unavailable`, `SchemaTooNew` or `Migration`, each naming the URL.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let _ = url;
-    Err(Error::UnknownScheme { url: url.to_owned() })
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PgStore::open(url).await
+    } else {
+        Err(Error::UnknownScheme { url: common::redact(url) })
+    }
 }

@@ -1,0 +1,418 @@
+//! What both backends share: decoding rows into `Item`/`Job`/`Event`, mapping driver
+//! errors to the backend-neutral `Error`, the column lists, and the shape of the
+//! `data` the store itself writes into events. Kept in one place so the two SQL
+//! dialects cannot drift apart on anything but SQL.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+
+use orch_core::{EventKind, ItemKey, ItemStatus, JobStatus, KeyPrefix, StageName, Timestamp};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{ActiveJob, Error, Event, Item, Job, JobId, PullRequest, Result};
+
+/// The columns `job_from_row` reads, in one place so every job query selects the same.
+macro_rules! job_columns {
+    () => {
+        "id, item, stage, attempt, status, owner, epoch, lease_expires_at, heartbeat_at, pid, pgid, \
+         proc_start, queued_at, started_at, finished_at, exit_code, reason, verdict, log_path"
+    };
+}
+pub(crate) use job_columns;
+
+/// The same columns qualified with the table alias `j`, for joins and CTEs.
+macro_rules! job_columns_j {
+    () => {
+        "j.id, j.item, j.stage, j.attempt, j.status, j.owner, j.epoch, j.lease_expires_at, \
+         j.heartbeat_at, j.pid, j.pgid, j.proc_start, j.queued_at, j.started_at, j.finished_at, \
+         j.exit_code, j.reason, j.verdict, j.log_path"
+    };
+}
+pub(crate) use job_columns_j;
+
+/// The item columns `item_from_row` reads (items `i` left-joined with prs `p`).
+macro_rules! item_select {
+    () => {
+        "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
+         i.attempts, i.branch, i.created_at, i.updated_at, p.url AS pr_url, p.state AS pr_state, \
+         p.merge_sha AS pr_merge_sha FROM items i LEFT JOIN prs p ON p.item = i.key "
+    };
+}
+pub(crate) use item_select;
+
+/// The event columns `event_from_row` reads.
+macro_rules! event_columns {
+    () => {
+        "seq, at, item, job, kind, from_, to_, epoch, reason, data"
+    };
+}
+pub(crate) use event_columns;
+
+/// A redacted URL (password removed) for error messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// SQLite result codes (primary, the low byte of the extended code) that mean the
+/// file cannot serve as orch's store at all.
+fn sqlite_unavailable_reason(code: i64) -> Option<&'static str> {
+    match code & 0xff {
+        8 => Some("the database is read-only"),
+        10 => Some("disk I/O error"),
+        11 => Some("the database file is corrupt"),
+        13 => Some("the disk is full"),
+        14 => Some("the file cannot be opened"),
+        23 => Some("access denied"),
+        26 => Some("the file is not a database"),
+        _ => None,
+    }
+}
+
+/// PostgreSQL SQLSTATE classes that mean the server cannot serve us now.
+fn pg_unavailable(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("28") // invalid authorization
+        || code.starts_with("53") // insufficient resources
+        || code.starts_with("57P") // operator intervention (shutdown)
+        || code == "3D000" // database does not exist
+}
+
+/// Maps a driver error to the backend-neutral kinds, naming `url` where the store
+/// itself is the problem.
+pub(crate) fn map_err(url: &str, err: sqlx::Error) -> Error {
+    match err {
+        sqlx::Error::Io(e) => Error::Unavailable { url: url.to_owned(), reason: e.to_string() },
+        sqlx::Error::Tls(e) => Error::Unavailable { url: url.to_owned(), reason: format!("TLS: {e}") },
+        sqlx::Error::PoolTimedOut => {
+            Error::Unavailable { url: url.to_owned(), reason: "timed out waiting for a database connection".into() }
+        }
+        sqlx::Error::PoolClosed => {
+            Error::Unavailable { url: url.to_owned(), reason: "the store has been closed".into() }
+        }
+        sqlx::Error::WorkerCrashed => {
+            Error::Unavailable { url: url.to_owned(), reason: "the SQLite worker thread crashed".into() }
+        }
+        sqlx::Error::Configuration(e) => Error::Unavailable { url: url.to_owned(), reason: format!("bad URL: {e}") },
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if let Ok(n) = code.parse::<i64>() {
+                if let Some(what) = sqlite_unavailable_reason(n) {
+                    return Error::Unavailable { url: url.to_owned(), reason: format!("{what} ({})", db.message()) };
+                }
+                if n & 0xff == 5 || n & 0xff == 6 {
+                    return Error::Database(format!(
+                        "{} is locked by another writer and stayed locked past the busy timeout",
+                        url
+                    ));
+                }
+            } else if pg_unavailable(&code) {
+                return Error::Unavailable {
+                    url: url.to_owned(),
+                    reason: format!("{} (SQLSTATE {code})", db.message()),
+                };
+            }
+            Error::Database(format!("{} (code {code})", db.message()))
+        }
+        sqlx::Error::ColumnDecode { index, source } => {
+            Error::Corrupt { table: "row", reason: format!("column {index}: {source}") }
+        }
+        sqlx::Error::Decode(e) => Error::Corrupt { table: "row", reason: e.to_string() },
+        other => Error::Database(other.to_string()),
+    }
+}
+
+/// Whether `err` is a unique-constraint violation (the one-active-job-per-item
+/// index, or a key collision).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Whether `err` is a PostgreSQL deadlock or serialization failure, which are safe
+/// to retry from the start of the transaction.
+pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// Builds a key from the counter value the store allocated.
+pub(crate) fn item_key(prefix: &KeyPrefix, number: i64) -> Result<ItemKey> {
+    let n = u64::try_from(number).ok().and_then(NonZeroU64::new).ok_or_else(|| Error::Corrupt {
+        table: "key_counters",
+        reason: format!("prefix {prefix} allocated number {number}"),
+    })?;
+    Ok(ItemKey::new(prefix.clone(), n))
+}
+
+/// The `data` of a transition event: the caller's data with `version` (the item's
+/// version before the transition) merged in, so the audit can check that no two
+/// transitions leave one version (I2).
+pub(crate) fn transition_data(data: &Value, expected_version: i64) -> Value {
+    match data {
+        Value::Object(map) => {
+            let mut map = map.clone();
+            map.insert("version".into(), json!(expected_version));
+            Value::Object(map)
+        }
+        Value::Null => json!({ "version": expected_version }),
+        other => json!({ "version": expected_version, "value": other }),
+    }
+}
+
+/// The data an event carries: for a transition, the caller's data with the
+/// pre-transition version merged in; otherwise the caller's data as given.
+pub(crate) fn event_data(kind: EventKind, data: &Value, expected_version: Option<i64>) -> Value {
+    match expected_version {
+        Some(v) if kind.is_transition() => transition_data(data, v),
+        _ => data.clone(),
+    }
+}
+
+/// Serialises an item's attempts map for the `attempts` TEXT column.
+pub(crate) fn attempts_json(attempts: &BTreeMap<StageName, u32>) -> Result<String> {
+    serde_json::to_string(attempts).map_err(|e| Error::Invalid(format!("attempts cannot be encoded: {e}")))
+}
+
+fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> Error {
+    Error::Corrupt { table, reason: reason.to_string() }
+}
+
+fn get<'r, R, T>(row: &'r R, table: &'static str, col: &'static str) -> Result<T>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(col).map_err(|e| corrupt(table, format!("column {col}: {e}")))
+}
+
+fn parse<T: std::str::FromStr>(table: &'static str, col: &'static str, s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| corrupt(table, format!("column {col}: {e}")))
+}
+
+fn to_i32(table: &'static str, col: &'static str, v: Option<i64>) -> Result<Option<i32>> {
+    v.map(|v| i32::try_from(v).map_err(|_| corrupt(table, format!("column {col}: {v} out of range")))).transpose()
+}
+
+fn to_u32(table: &'static str, col: &'static str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(table, format!("column {col}: {v} out of range")))
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_millis)
+}
+
+/// Decodes one job row (selected with `job_columns!`).
+pub(crate) fn job_from_row<R>(row: &R) -> Result<Job>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+    for<'r> Json<Value>: Decode<'r, R::Database>,
+    Json<Value>: Type<R::Database>,
+{
+    const T: &str = "jobs";
+    let item: String = get(row, T, "item")?;
+    let status: String = get(row, T, "status")?;
+    let stage: String = get(row, T, "stage")?;
+    let verdict: Option<Json<Value>> = get(row, T, "verdict")?;
+    Ok(Job {
+        id: JobId(get(row, T, "id")?),
+        item: parse(T, "item", &item)?,
+        stage: StageName::new(stage),
+        attempt: to_u32(T, "attempt", get(row, T, "attempt")?)?,
+        status: parse::<JobStatus>(T, "status", &status)?,
+        owner: get(row, T, "owner")?,
+        epoch: get(row, T, "epoch")?,
+        lease_expires_at: ts(get(row, T, "lease_expires_at")?),
+        heartbeat_at: ts(get(row, T, "heartbeat_at")?),
+        pid: to_i32(T, "pid", get(row, T, "pid")?)?,
+        pgid: to_i32(T, "pgid", get(row, T, "pgid")?)?,
+        proc_start: get(row, T, "proc_start")?,
+        queued_at: Timestamp::from_millis(get(row, T, "queued_at")?),
+        started_at: ts(get(row, T, "started_at")?),
+        finished_at: ts(get(row, T, "finished_at")?),
+        exit_code: to_i32(T, "exit_code", get(row, T, "exit_code")?)?,
+        reason: get(row, T, "reason")?,
+        verdict: verdict.map(|j| j.0),
+        log_path: get(row, T, "log_path")?,
+    })
+}
+
+/// Decodes one item row (selected with `item_select!`).
+pub(crate) fn item_from_row<R>(row: &R) -> Result<Item>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+{
+    const T: &str = "items";
+    let key: String = get(row, T, "key")?;
+    let kind: String = get(row, T, "kind")?;
+    let status: String = get(row, T, "status")?;
+    let attempts: String = get(row, T, "attempts")?;
+    let attempts: BTreeMap<StageName, u32> =
+        serde_json::from_str(&attempts).map_err(|e| corrupt(T, format!("column attempts: {e}")))?;
+    let pr_url: Option<String> = get(row, T, "pr_url")?;
+    let pr = match pr_url {
+        Some(url) => Some(PullRequest {
+            url,
+            state: get::<_, Option<String>>(row, T, "pr_state")?.unwrap_or_default(),
+            merge_sha: get(row, T, "pr_merge_sha")?,
+        }),
+        None => None,
+    };
+    Ok(Item {
+        key: parse(T, "key", &key)?,
+        repo: get(row, T, "repo")?,
+        kind: parse(T, "kind", &kind)?,
+        title: get(row, T, "title")?,
+        body: get(row, T, "body")?,
+        track: orch_core::TrackName::new(get::<_, String>(row, T, "track")?),
+        stage: StageName::new(get::<_, String>(row, T, "stage")?),
+        status: parse::<ItemStatus>(T, "status", &status)?,
+        version: get(row, T, "version")?,
+        attempts,
+        branch: get(row, T, "branch")?,
+        pr,
+        created_at: Timestamp::from_millis(get(row, T, "created_at")?),
+        updated_at: Timestamp::from_millis(get(row, T, "updated_at")?),
+    })
+}
+
+/// Decodes one event row (selected with `event_columns!`).
+pub(crate) fn event_from_row<R>(row: &R) -> Result<Event>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+    for<'r> Json<Value>: Decode<'r, R::Database>,
+    Json<Value>: Type<R::Database>,
+{
+    const T: &str = "events";
+    let item: String = get(row, T, "item")?;
+    let data: Json<Value> = get(row, T, "data")?;
+    Ok(Event {
+        seq: get(row, T, "seq")?,
+        at: Timestamp::from_millis(get(row, T, "at")?),
+        item: parse(T, "item", &item)?,
+        job: get::<_, Option<i64>>(row, T, "job")?.map(JobId),
+        kind: get(row, T, "kind")?,
+        from: get(row, T, "from_")?,
+        to: get(row, T, "to_")?,
+        epoch: get(row, T, "epoch")?,
+        reason: get(row, T, "reason")?,
+        data: data.0,
+    })
+}
+
+/// Decodes one row of the active-jobs listing.
+pub(crate) fn active_job_from_row<R>(row: &R) -> Result<ActiveJob>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+{
+    const T: &str = "jobs";
+    let item: String = get(row, T, "item")?;
+    let status: String = get(row, T, "status")?;
+    Ok(ActiveJob {
+        id: JobId(get(row, T, "id")?),
+        item: parse(T, "item", &item)?,
+        stage: StageName::new(get::<_, String>(row, T, "stage")?),
+        status: parse::<JobStatus>(T, "status", &status)?,
+        owner: get(row, T, "owner")?,
+        epoch: get(row, T, "epoch")?,
+        started_at: ts(get(row, T, "started_at")?),
+        lease_expires_at: ts(get(row, T, "lease_expires_at")?),
+    })
+}
+
+/// Turns `(status, count)` rows into a map holding every status, zero included.
+pub(crate) fn counts_with_zeroes<'a>(
+    all: impl Iterator<Item = &'a str>,
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> BTreeMap<String, i64> {
+    let mut map: BTreeMap<String, i64> = all.map(|s| (s.to_owned(), 0)).collect();
+    for (status, n) in rows {
+        *map.entry(status).or_insert(0) += n;
+    }
+    map
+}
+
+/// Checks the parts of a commit the database cannot: the next version and the
+/// job's final status.
+pub(crate) fn validate_commit(commit: &crate::TransitionCommit) -> Result<()> {
+    if commit.next.version != commit.expected_version + 1 {
+        return Err(Error::Invalid(format!(
+            "transition of {} from version {} must produce version {}, not {}",
+            commit.item,
+            commit.expected_version,
+            commit.expected_version + 1,
+            commit.next.version
+        )));
+    }
+    if let Some(job) = &commit.job
+        && !job.status.is_ended()
+    {
+        return Err(Error::Invalid(format!(
+            "job {} must end with done, failed or cancelled, not {}",
+            job.id, job.status
+        )));
+    }
+    Ok(())
+}
+
+/// The error for enqueueing a job for an item that already has one not ended.
+pub(crate) fn second_active_job(item: &ItemKey) -> Error {
+    Error::Invalid(format!("item {item} already has a job that has not ended; cancel it first"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://.orch/orch.db"), "sqlite://.orch/orch.db");
+    }
+
+    #[test]
+    fn transition_data_merges_version() {
+        assert_eq!(transition_data(&Value::Null, 3), json!({"version": 3}));
+        assert_eq!(transition_data(&json!({"a": 1, "version": 9}), 3), json!({"a": 1, "version": 3}));
+        assert_eq!(transition_data(&json!([1]), 3), json!({"version": 3, "value": [1]}));
+    }
+}

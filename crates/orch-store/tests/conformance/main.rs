@@ -1,0 +1,61 @@
+//! The store conformance suite: every spec in `specs` (and the durability and
+//! schema specs) runs once against SQLite and once against PostgreSQL, each on a
+//! fresh database, so both backends are held to one behaviour.
+//!
+//! PostgreSQL tests use `ORCH_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) as an admin URL to create their own
+//! database; an unreachable server fails the test, naming the URL.
+
+mod bad_input;
+mod durability;
+mod specs;
+mod support;
+
+/// Instantiates `sqlite::<spec>` and `postgres::<spec>` for each spec path.
+macro_rules! conformance {
+    ($($name:ident => $spec:path),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::support::TestDb::sqlite().await;
+                    $spec(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::support::TestDb::postgres().await;
+                    $spec(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    create_item_queues_first_job => crate::specs::create_item_queues_first_job,
+    keys_unique_and_gap_free_under_concurrency => crate::specs::keys_unique_and_gap_free_under_concurrency,
+    keys_gap_free_across_two_opens => crate::specs::keys_gap_free_across_two_opens,
+    concurrent_claims_take_each_job_once => crate::specs::concurrent_claims_take_each_job_once,
+    claim_takes_oldest_first_and_sets_lease => crate::specs::claim_takes_oldest_first_and_sets_lease,
+    stale_epoch_writes_are_fenced_out => crate::specs::stale_epoch_writes_are_fenced_out,
+    commit_from_stale_version_conflicts => crate::specs::commit_from_stale_version_conflicts,
+    lease_expiry_and_take_over => crate::specs::lease_expiry_and_take_over,
+    take_over_race_has_one_winner => crate::specs::take_over_race_has_one_winner,
+    events_are_ordered_and_filled => crate::specs::events_are_ordered_and_filled,
+    commit_with_enqueue_creates_next_job => crate::specs::commit_with_enqueue_creates_next_job,
+    cancel_active_jobs_cancels_and_fences => crate::specs::cancel_active_jobs_cancels_and_fences,
+    release_job_requeues => crate::specs::release_job_requeues,
+    reaper_queries_respect_boundaries => crate::specs::reaper_queries_respect_boundaries,
+    queue_stats_counts => crate::specs::queue_stats_counts,
+    list_items_filters_and_pages => crate::specs::list_items_filters_and_pages,
+    set_branch_records_branch => crate::specs::set_branch_records_branch,
+    renew_leases_reports_renewed_ids => crate::specs::renew_leases_reports_renewed_ids,
+    refuses_invalid_requests => crate::specs::refuses_invalid_requests,
+    acknowledged_items_survive_kill_9 => crate::durability::acknowledged_items_survive_kill_9,
+    newer_schema_is_refused => crate::bad_input::newer_schema_is_refused,
+    reopening_keeps_data => crate::bad_input::reopening_keeps_data,
+}
