@@ -44,7 +44,12 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
 
     for e in events {
         let item = e.item.to_string();
-        let walk = walks.entry(item.clone()).or_insert(Walk { track: None, stage: None, versions: HashMap::new(), merged_at: None });
+        let walk = walks.entry(item.clone()).or_insert(Walk {
+            track: None,
+            stage: None,
+            versions: HashMap::new(),
+            merged_at: None,
+        });
         let mut breach = |inv: &'static str, seqs: Vec<i64>, message: String| {
             breaches.push(Breach { invariant: inv, item: item.clone(), events: seqs, message });
         };
@@ -57,7 +62,11 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
             EventKind::JobStarted | EventKind::JobFinished => {
                 if let (Some(job), Some(epoch)) = (e.job, e.epoch) {
                     if !job_epoch_writes.insert((job.0, epoch, kind.as_str())) {
-                        breach("I3", vec![e.seq], format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()));
+                        breach(
+                            "I3",
+                            vec![e.seq],
+                            format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()),
+                        );
                     }
                 }
             }

@@ -14,8 +14,12 @@ pub(crate) fn decision_event(item: &ItemKey, before: &StageName, t: &Transition)
         Decision::AwaitingApproval { from, to } => {
             (EventKind::ItemWaitingApproval, from.to_string(), Some(to.as_str().to_owned()), None)
         }
-        Decision::Approved { from, to } => (EventKind::ItemApproved, from.to_string(), Some(to.as_str().to_owned()), None),
-        Decision::Done { from } => (EventKind::ItemDone, from.to_string(), Some(EdgeTarget::Done.as_str().to_owned()), None),
+        Decision::Approved { from, to } => {
+            (EventKind::ItemApproved, from.to_string(), Some(to.as_str().to_owned()), None)
+        }
+        Decision::Done { from } => {
+            (EventKind::ItemDone, from.to_string(), Some(EdgeTarget::Done.as_str().to_owned()), None)
+        }
         Decision::RolledBack { from, to, reason } => {
             (EventKind::ItemRolledBack, from.to_string(), Some(to.to_string()), Some(reason.clone()))
         }
@@ -23,7 +27,9 @@ pub(crate) fn decision_event(item: &ItemKey, before: &StageName, t: &Transition)
         Decision::Blocked { stage, reason } => {
             (EventKind::ItemBlocked, before.to_string(), Some(stage.to_string()), Some(reason.clone()))
         }
-        Decision::Escalated { from, to, .. } => (EventKind::ItemEscalated, from.to_string(), Some(to.to_string()), None),
+        Decision::Escalated { from, to, .. } => {
+            (EventKind::ItemEscalated, from.to_string(), Some(to.to_string()), None)
+        }
         Decision::Cancelled { stage } => (EventKind::ItemCancelled, stage.to_string(), None, None),
     };
     let mut e = NewEvent::new(item.clone(), kind);
@@ -38,7 +44,13 @@ pub(crate) fn decision_event(item: &ItemKey, before: &StageName, t: &Transition)
 }
 
 /// The commit for a transition produced by a finished job held at `job.epoch`.
-pub(crate) fn job_commit(item: &ItemKey, before: &StageName, expected_version: i64, t: &Transition, job: JobFinal) -> TransitionCommit {
+pub(crate) fn job_commit(
+    item: &ItemKey,
+    before: &StageName,
+    expected_version: i64,
+    t: &Transition,
+    job: JobFinal,
+) -> TransitionCommit {
     let mut events = Vec::with_capacity(2);
     if job.status == JobStatus::Failed {
         let mut e = NewEvent::new(item.clone(), EventKind::JobFailed);

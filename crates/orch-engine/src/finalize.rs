@@ -130,7 +130,9 @@ pub(crate) async fn fenced_out(ctx: &Ctx, job: &Job, step: &str) -> Result<(), E
 fn judge(ctx: &Ctx, job: &Job) -> Judged {
     let errored = |reason: String| Judged { result: StageResult::Errored { reason }, escalate: false, verdict: None };
     let Some(code) = job.exit_code else {
-        return errored(job.reason.clone().unwrap_or_else(|| "exit=lost: the agent ended without an exit status".into()));
+        return errored(
+            job.reason.clone().unwrap_or_else(|| "exit=lost: the agent ended without an exit status".into()),
+        );
     };
     let source = ctx.config.agent_for(&job.stage).map_or(VerdictSource::ExitCode, |(_, a)| {
         if a.adapter == orch_core::config::AdapterKind::None { VerdictSource::ExitCode } else { a.verdict }

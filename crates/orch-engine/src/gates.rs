@@ -104,7 +104,11 @@ async fn run_gate(
                 return Some(fail(msg, Some(code), None));
             }
             Some(v) if v < spec.min => {
-                return Some(fail(format!("gate {name}: metric {v} is below the minimum {}", spec.min), Some(code), Some(v)));
+                return Some(fail(
+                    format!("gate {name}: metric {v} is below the minimum {}", spec.min),
+                    Some(code),
+                    Some(v),
+                ));
             }
             Some(v) => metric = Some(v),
         }

@@ -28,7 +28,8 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
     let Some((role, agent)) = ctx.config.agent_for(&job.stage) else {
         // Validation guarantees every stage has an agent; a store row from an older
         // config may not. Fail the job with the reason rather than crash.
-        let exit = ExitInfo { exit_code: None, reason: Some(format!("stage {} has no agent in the config", job.stage)) };
+        let exit =
+            ExitInfo { exit_code: None, reason: Some(format!("stage {} has no agent in the config", job.stage)) };
         store.record_finished(id, epoch, exit, ctx.now()).await?;
         return finalize::finalize(ctx, &refetch(ctx, job).await?, lost).await;
     };
@@ -72,7 +73,12 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
             Ok(mut spawned) => {
                 let pid = spawned.pid;
                 ctx.set_pgid(id, epoch, pid);
-                let run = RunInfo { pid, pgid: pid, proc_start: spawned.proc_start, log_path: log_path.display().to_string() };
+                let run = RunInfo {
+                    pid,
+                    pgid: pid,
+                    proc_start: spawned.proc_start,
+                    log_path: log_path.display().to_string(),
+                };
                 if let Err(e) = store.record_started(id, epoch, run, ctx.now()).await {
                     process::kill_group(pid, nix::sys::signal::Signal::SIGKILL);
                     let _ = spawned.child.wait().await;
@@ -109,7 +115,11 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
 async fn stopped(ctx: &Ctx, job: &Job) -> Result<(), Error> {
     if ctx.kill_all.is_cancelled() {
         info!(item = %job.item, job = %job.id, epoch = job.epoch, "job.released: node shutting down");
-        return match ctx.store.release_job(job.id, job.epoch, "node shut down before the agent finished", ctx.now()).await {
+        return match ctx
+            .store
+            .release_job(job.id, job.epoch, "node shut down before the agent finished", ctx.now())
+            .await
+        {
             Ok(()) | Err(orch_store::Error::FencedOut { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         };

@@ -31,18 +31,18 @@ pub(crate) async fn renew_once(ctx: &Ctx) {
     if held.is_empty() {
         return;
     }
+    // A node may hold two epochs of one job (it took over its own finalizer); only
+    // the newest can be current, so only that one is sent for renewal.
+    let mut newest: HashMap<JobId, i64> = HashMap::new();
+    for (id, epoch) in &held {
+        let e = newest.entry(*id).or_insert(*epoch);
+        *e = (*e).max(*epoch);
+    }
+    let request: Vec<(JobId, i64)> = newest.iter().map(|(id, e)| (*id, *e)).collect();
     let now = ctx.now();
-    match ctx.store.renew_leases(&ctx.opts.node_id, &held, now, ctx.config.reaper.lease_ttl()).await {
+    match ctx.store.renew_leases(&ctx.opts.node_id, &request, now, ctx.config.reaper.lease_ttl()).await {
         Ok(renewed) => {
             let renewed: HashSet<_> = renewed.into_iter().collect();
-            // The store renews a job at its current epoch only; if this node holds
-            // two epochs of one job (it took over its own finalizer), only the
-            // newest can be current.
-            let mut newest: HashMap<JobId, i64> = HashMap::new();
-            for (id, epoch) in &held {
-                let e = newest.entry(*id).or_insert(*epoch);
-                *e = (*e).max(*epoch);
-            }
             let map = ctx.owned_map();
             for (id, epoch) in &held {
                 if !renewed.contains(id) || newest.get(id) != Some(epoch) {

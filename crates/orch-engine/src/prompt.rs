@@ -16,7 +16,11 @@ pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) ->
     let jobs = ctx.store.jobs_for_item(&job.item).await?;
     let mut text = String::new();
     let _ = writeln!(text, "# {} — {}\n", item.key, item.title);
-    let _ = writeln!(text, "You are the **{role}** for stage **{}** (attempt {}) of item {} ({}).\n", job.stage, job.attempt, item.key, item.kind);
+    let _ = writeln!(
+        text,
+        "You are the **{role}** for stage **{}** (attempt {}) of item {} ({}).\n",
+        job.stage, job.attempt, item.key, item.kind
+    );
     if !item.body.is_empty() {
         let _ = writeln!(text, "## Description\n\n{}\n", item.body);
     }

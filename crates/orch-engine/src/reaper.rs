@@ -113,10 +113,8 @@ async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
 }
 
 async fn tier3(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
-    let why = format!(
-        "timeout: not ended {}s after it started (reaper.max_running_s)",
-        ctx.config.reaper.max_running_s
-    );
+    let why =
+        format!("timeout: not ended {}s after it started (reaper.max_running_s)", ctx.config.reaper.max_running_s);
     let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
     ctx.metrics.reaped(Tier::Three);
     kill_if_local(ctx, job);

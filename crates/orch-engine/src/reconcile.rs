@@ -14,7 +14,11 @@ use crate::{Error, process};
 pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
     let jobs = ctx.store.jobs_owned_by(&ctx.opts.node_id).await?;
     let n = jobs.len();
+    let current: Vec<_> = ctx.owned_keys().into_iter().map(|(id, _)| id).collect();
     for job in jobs {
+        if current.contains(&job.id) {
+            continue; // already owned by this incarnation (e.g. taken over just now)
+        }
         if let (Some(pid), Some(pgid)) = (job.pid, job.pgid) {
             if process::kill_recorded_group(pid, pgid, job.proc_start) {
                 info!(item = %job.item, job = %job.id, pgid, "killed orphaned agent group of previous incarnation");

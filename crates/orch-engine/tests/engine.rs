@@ -57,8 +57,8 @@ async fn quick_track_happy_path_reaches_done_with_events_in_order() {
     let jobs = h.jobs(&key).await;
     assert_eq!(jobs.len(), 4);
     assert!(jobs.iter().all(|j| j.status == JobStatus::Done && j.exit_code == Some(0)));
-    let log = std::fs::read_to_string(jobs[0].log_path.as_ref().unwrap()).unwrap();
-    assert!(log.contains("developer working on"), "{log}");
+    let log = std::fs::read_to_string(jobs[1].log_path.as_ref().unwrap()).unwrap();
+    assert!(log.contains(&format!("tester working on {key}")), "{log}");
 
     node.shutdown_token().cancel();
     run.await.unwrap();
@@ -124,7 +124,9 @@ async fn agent_killed_from_outside_ends_lost_and_the_stage_is_retried() {
     let h = Harness::new("").await;
     h.agent(
         "developer",
-        &format!("if [ -f first-run ]; then {PASS}; exit 0; fi\ntouch first-run\necho $$ > pid\nwhile :; do sleep 0.05; done"),
+        &format!(
+            "if [ -f first-run ]; then {PASS}; exit 0; fi\ntouch first-run\necho $$ > pid\nwhile :; do sleep 0.05; done"
+        ),
     );
     let node = h.node("node-a");
     let run = h.start(&node);
@@ -186,7 +188,8 @@ async fn malformed_verdict_fails_the_job_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_verdict_value_fails_the_job_with_the_reason() {
-    bad_input_case("", "echo '{\"verdict\":\"maybe\"}' > \"$ORCH_VERDICT_FILE\"; exit 0", "unknown variant `maybe`").await;
+    bad_input_case("", "echo '{\"verdict\":\"maybe\"}' > \"$ORCH_VERDICT_FILE\"; exit 0", "unknown variant `maybe`")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,8 +199,12 @@ async fn missing_verdict_fails_the_job_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_verdict_fails_the_job_with_the_reason() {
-    bad_input_case("", "head -c 1100000 /dev/zero | tr '\\0' ' ' > \"$ORCH_VERDICT_FILE\"; exit 0", "over the 1048576-byte limit")
-        .await;
+    bad_input_case(
+        "",
+        "head -c 1100000 /dev/zero | tr '\\0' ' ' > \"$ORCH_VERDICT_FILE\"; exit 0",
+        "over the 1048576-byte limit",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,11 +27,14 @@ timeout_s = 30
 
 fn install_slow_gate(h: &Harness, slow_only_first_run: bool) {
     std::fs::create_dir_all(h.path().join("gates")).unwrap();
-    let first = if slow_only_first_run { "if [ -f gate-ran ]; then echo fast; exit 0; fi\ntouch gate-ran\n" } else { "" };
+    let first =
+        if slow_only_first_run { "if [ -f gate-ran ]; then echo fast; exit 0; fi\ntouch gate-ran\n" } else { "" };
     script(
         &h.path().join("gates"),
         "slow.sh",
-        &format!("{first}echo $$ > gate-pid\ntouch gate-started\nwhile [ ! -f release ]; do sleep 0.05; done\necho released"),
+        &format!(
+            "{first}echo $$ > gate-pid\ntouch gate-started\nwhile [ ! -f release ]; do sleep 0.05; done\necho released"
+        ),
     );
 }
 
@@ -78,7 +81,8 @@ async fn orch_incident_reaper_defers_to_a_live_finalizer() {
     assert_eq!(count(&kinds, "reaper.deferred"), 2);
     assert_eq!(count(&kinds, "reaper.took_over"), 0);
     assert_eq!(count(&kinds, "item.rolled_back"), 0);
-    let from_staging = events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
     assert_eq!(from_staging.count(), 1, "exactly one transition out of deploy-staging");
 
     node.shutdown_token().cancel();
@@ -118,7 +122,8 @@ async fn kill_switch_off_takes_over_by_age_and_fences_the_first_finalizer() {
     })
     .await;
     assert_eq!(fenced.epoch, Some(staging.epoch - 1), "the stale epoch is the one fenced");
-    let from_staging = events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
     assert_eq!(from_staging.count(), 1, "never more than one transition");
     assert!(!events.iter().any(|e| e.kind == "item.rolled_back"));
     assert!(node.metrics().fenced_out_total >= 1);
@@ -141,6 +146,7 @@ async fn dead_finalizer_is_taken_over_within_lease_ttl_plus_interval() {
     orch_engine::process::kill_group(gate_pid, Signal::SIGKILL); // it died with its machine
 
     let b = h.node("node-b");
+    let run = h.start(&b);
     // Half a TTL later the lease still stands: nothing happens.
     h.clock.advance(Duration::from_millis(500));
     let early = b.reaper_pass().await.unwrap();
@@ -150,11 +156,11 @@ async fn dead_finalizer_is_taken_over_within_lease_ttl_plus_interval() {
     let report = b.reaper_pass().await.unwrap();
     assert_eq!(report.tier2_taken_over, 1, "{report:?}");
 
-    let run = h.start(&b);
     let item = h.wait_status(&key, ItemStatus::Done).await;
     assert_eq!(item.attempts["development"], 1);
     let events = h.events(&key).await;
-    let from_staging = events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
     assert_eq!(from_staging.count(), 1);
     b.shutdown_token().cancel();
     run.await.unwrap();
@@ -166,7 +172,9 @@ async fn tier1_dead_agent_owner_is_reaped_as_lost_and_retried() {
     let h = Harness::new("").await;
     h.agent(
         "developer",
-        &format!("if [ -f first-run ]; then {PASS}; exit 0; fi\ntouch first-run\necho $$ > pid\nwhile :; do sleep 0.05; done"),
+        &format!(
+            "if [ -f first-run ]; then {PASS}; exit 0; fi\ntouch first-run\necho $$ > pid\nwhile :; do sleep 0.05; done"
+        ),
     );
     let a = CrashableNode::start(&h, "node-a");
     let key = h.add_item(ItemKind::Bug).await;
@@ -216,7 +224,8 @@ async fn tier3_backstop_kills_a_term_ignoring_group_and_fails_with_timeout() {
     h.clock.advance(Duration::from_secs(31));
     let report = node.reaper_pass().await.unwrap();
     assert_eq!(report.tier3_reaped, 1, "{report:?}");
-    wait_for("the whole agent group to be gone", || async { (!alive(leader) && !alive(grandchild)).then_some(()) }).await;
+    wait_for("the whole agent group to be gone", || async { (!alive(leader) && !alive(grandchild)).then_some(()) })
+        .await;
 
     let first = h.jobs(&key).await.into_iter().next().unwrap();
     assert_eq!(first.status, JobStatus::Failed);

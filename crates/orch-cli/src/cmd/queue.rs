@@ -57,11 +57,19 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
         for j in &stats.active_jobs {
             let started = j.started_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
             let owner = j.owner.as_deref().unwrap_or("-");
-            println!("  job {:<6} {:<10} {:<15} {:<10} owner {owner} epoch {} started {started}", j.id, j.item, j.stage, j.status, j.epoch);
+            println!(
+                "  job {:<6} {:<10} {:<15} {:<10} owner {owner} epoch {} started {started}",
+                j.id, j.item, j.stage, j.status, j.epoch
+            );
         }
         println!(
             "REAPER interval {}s, finalize grace {}s, max running {}s, finalizer liveness {}, lease ttl {}s, heartbeat {}s",
-            r.interval_s, r.finalize_grace_s, r.max_running_s, r.finalizer_liveness_enabled, r.lease_ttl_s, r.heartbeat_s
+            r.interval_s,
+            r.finalize_grace_s,
+            r.max_running_s,
+            r.finalizer_liveness_enabled,
+            r.lease_ttl_s,
+            r.heartbeat_s
         );
         Ok(ExitCode::SUCCESS)
     })

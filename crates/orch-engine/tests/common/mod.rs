@@ -77,7 +77,8 @@ timeout_s = 20
     )
 }
 
-pub const FAST_REAPER: &str = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 60\nlease_ttl_s = 1\nheartbeat_s = 0.05\n";
+pub const FAST_REAPER: &str =
+    "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 60\nlease_ttl_s = 1\nheartbeat_s = 0.05\n";
 
 impl Harness {
     /// A harness whose agents all pass, with `extra` config appended.
@@ -94,7 +95,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("agents")).unwrap();
         for role in ["analyst", "architect", "developer", "tester", "deployer"] {
-            script(&dir.path().join("agents"), &format!("{role}.sh"), &format!("echo \"{role} working on $ORCH_ITEM\"\n{PASS}"));
+            script(
+                &dir.path().join("agents"),
+                &format!("{role}.sh"),
+                &format!("echo \"{role} working on $ORCH_ITEM\"\n{PASS}"),
+            );
         }
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
@@ -163,16 +168,34 @@ impl Harness {
         self.events(key).await.into_iter().map(|e| e.kind).collect()
     }
 
-    /// Waits until the item reaches `status` (deadline 30 s), returning it.
+    /// Waits until the item reaches `status` (deadline 30 s), returning it. On
+    /// timeout the item, its jobs and its events are printed to show where it stuck.
     pub async fn wait_status(&self, key: &ItemKey, status: ItemStatus) -> Item {
-        let store = self.store.clone();
-        let k = key.clone();
-        wait_for(&format!("{key} to be {status}"), || {
-            let store = store.clone();
-            let k = k.clone();
-            async move { store.get_item(&k).await.unwrap().filter(|i| i.status == status) }
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let item = self.item(key).await;
+            if item.status == status {
+                return item;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let jobs = self.jobs(key).await;
+                let events: Vec<String> = self
+                    .events(key)
+                    .await
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {} {:?}->{:?} epoch={:?} job={:?} {:?}",
+                            e.seq, e.kind, e.from, e.to, e.epoch, e.job, e.reason
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out waiting for {key} to be {status}: item {item:#?}\njobs {jobs:#?}\nevents {events:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until a job of the item satisfies `pred`.
