@@ -2,6 +2,7 @@
 //! process's exit code (0 success, 1 a failed check or command, 2 usage errors).
 
 mod cmd;
+mod context;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,13 +27,26 @@ enum Command {
     Init(cmd::init::Args),
     /// Validate the config; print tracks, edges, gates and each stage's time budget.
     Check(cmd::check::Args),
+    /// Run a node: scheduler, lease heartbeat and reaper, until SIGTERM/SIGINT.
+    Serve(cmd::serve::Args),
+    /// Show items and jobs by status and stage, running jobs, and reaper settings.
+    Queue(cmd::queue::Args),
+    /// Print a job's agent log (--follow to stream it until the job ends).
+    Logs(cmd::logs::Args),
+    /// Check invariants I1-I4 over the event log; exit 1 on a breach.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(&args),
         Command::Check(args) => cmd::check::run(&cli.config, &args),
+        Command::Serve(args) => cmd::serve::run(&cli.config, &args),
+        Command::Queue(args) => cmd::queue::run(&cli.config, &args),
+        Command::Logs(args) => cmd::logs::run(&cli.config, &args),
+        Command::Audit(args) => cmd::audit::run(&cli.config, &args),
     };
     match result {
         Ok(code) => code,
@@ -41,4 +55,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Diagnostics go to stderr; data to stdout. `RUST_LOG` overrides the level, which
+/// is `info` for `serve` (one line per decision) and `warn` for one-shot verbs.
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -15,8 +15,10 @@ pub mod names;
 pub mod time;
 pub mod verdict;
 
+pub use decide::{DecideError, Decision, JobOutcome, OperatorAction, Outcome, StageResult, Transition, decide};
 pub use event::EventKind;
 pub use key::{ItemKey, KeyError, KeyPrefix};
 pub use model::{ItemKind, ItemState, ItemStatus, JobStatus, ParseEnumError};
 pub use names::{GateName, RoleName, StageName, TrackName};
 pub use time::Timestamp;
+pub use verdict::{Verdict, VerdictError, VerdictValue};

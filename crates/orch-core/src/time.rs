@@ -25,11 +25,14 @@ impl Timestamp {
     }
 
     /// This instant moved forward by `d` (saturating: lease arithmetic must never wrap).
+    /// A method rather than `ops::Add` so the saturation is visible at call sites.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(duration_millis(d)))
     }
 
-    /// This instant moved back by `d`.
+    /// This instant moved back by `d` (saturating).
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, d: Duration) -> Self {
         Self(self.0.saturating_sub(duration_millis(d)))
     }

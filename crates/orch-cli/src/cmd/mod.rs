@@ -1,4 +1,8 @@
 //! One module per verb. Each exposes clap `Args` and a `run` returning the exit code.
 
+pub(crate) mod audit;
 pub(crate) mod check;
 pub(crate) mod init;
+pub(crate) mod logs;
+pub(crate) mod queue;
+pub(crate) mod serve;

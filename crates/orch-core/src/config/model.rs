@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -295,5 +295,40 @@ impl Config {
     /// The repo with this name.
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
+    }
+
+    /// The folder relative paths in the config are resolved against: the config
+    /// file's folder (empty, meaning the working directory, for a bare file name).
+    pub fn base_dir(&self) -> &Path {
+        self.source.parent().unwrap_or(Path::new(""))
+    }
+
+    /// `p` resolved against the config file's folder, so a config means the same
+    /// thing whatever directory orch is started from. Absolute paths are kept.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        self.base_dir().join(p)
+    }
+
+    /// The store URL with a relative SQLite path resolved against the config file's
+    /// folder (`sqlite://.orch/orch.db` next to `/srv/orch.toml` becomes
+    /// `sqlite:///srv/.orch/orch.db`). `sqlite::memory:`, absolute SQLite paths and
+    /// `postgres://` URLs are returned unchanged.
+    pub fn store_url_resolved(&self) -> String {
+        let url = self.store.url.as_str();
+        if url.starts_with("sqlite::memory:") {
+            return url.to_owned();
+        }
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        match rest {
+            Some(path) if !path.is_empty() && !Path::new(path).is_absolute() => {
+                format!("sqlite://{}", self.resolve_path(Path::new(path)).display())
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// `node.data_dir` resolved against the config file's folder.
+    pub fn data_dir_resolved(&self) -> PathBuf {
+        self.resolve_path(&self.node.data_dir)
     }
 }

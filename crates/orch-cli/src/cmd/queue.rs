@@ -1,0 +1,76 @@
+//! `orch queue`: what `GET /queue` returns, read straight from the store: items by
+//! status and stage, jobs by status, the running jobs, and the reaper's settings.
+//! The reaper's live counters belong to a running node and are served by its API.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::context;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
+    context::with_store(config_path, |config, store| async move {
+        let stats = store.queue_stats().await?;
+        let r = &config.reaper;
+        if args.json {
+            let doc = json!({
+                "items_by_status": stats.items_by_status,
+                "items_by_stage": stats.items_by_stage,
+                "jobs_by_status": stats.jobs_by_status,
+                "running": stats.active_jobs,
+                "reaper": {
+                    "interval_s": r.interval_s,
+                    "finalize_grace_s": r.finalize_grace_s,
+                    "max_running_s": r.max_running_s,
+                    "finalizer_liveness_enabled": r.finalizer_liveness_enabled,
+                    "lease_ttl_s": r.lease_ttl_s,
+                    "heartbeat_s": r.heartbeat_s,
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("ITEMS BY STATUS");
+        for (status, n) in &stats.items_by_status {
+            println!("  {status:<18} {n}");
+        }
+        println!("ITEMS BY STAGE (not ended)");
+        for (stage, n) in &stats.items_by_stage {
+            println!("  {stage:<18} {n}");
+        }
+        println!("JOBS BY STATUS");
+        for (status, n) in &stats.jobs_by_status {
+            println!("  {status:<18} {n}");
+        }
+        println!("RUNNING JOBS");
+        if stats.active_jobs.is_empty() {
+            println!("  (none)");
+        }
+        for j in &stats.active_jobs {
+            let started = j.started_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+            let owner = j.owner.as_deref().unwrap_or("-");
+            println!(
+                "  job {:<6} {:<10} {:<15} {:<10} owner {owner} epoch {} started {started}",
+                j.id, j.item, j.stage, j.status, j.epoch
+            );
+        }
+        println!(
+            "REAPER interval {}s, finalize grace {}s, max running {}s, finalizer liveness {}, lease ttl {}s, heartbeat {}s",
+            r.interval_s,
+            r.finalize_grace_s,
+            r.max_running_s,
+            r.finalizer_liveness_enabled,
+            r.lease_ttl_s,
+            r.heartbeat_s
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,467 @@
+//! The semantic pass: turns raw, position-tagged values into the validated
+//! [`Config`], filling in defaults and checking every rule that the types alone do
+//! not: positive timeouts, known adapters, repo keys, references between sections
+//! (in `graph`), and the time-budget invariant (DESIGN §2 point 5).
+//!
+//! It keeps going after a problem, building a best-effort config from what is valid,
+//! so one `orch check` run reports everything at once; the loader throws that config
+//! away if anything was reported.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use super::budget::format_secs;
+use super::defaults;
+use super::diag::{At, Origin, Sink};
+use super::graph::Graph;
+use super::model::{
+    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, MetricSpec, NodeConfig, ReaperConfig, RepoConfig,
+    ServerConfig, StoreConfig, VerdictSource,
+};
+use super::raw::{RawAgent, RawConfig, RawGate, RawRepo};
+use super::schema::{self, Scalar};
+use crate::key::KeyPrefix;
+use crate::names::{GateName, RoleName, TrackName};
+
+/// Builds the config from `raw`, reporting every problem to `sink`.
+pub(crate) fn validate(source: &Path, raw: &RawConfig, sink: &mut Sink) -> Config {
+    let mut v = Validator { raw, sink };
+    let server = v.server();
+    let store = v.store();
+    let node = v.node();
+    let (reaper, max_running_origin) = v.reaper();
+    let agents = v.agents();
+    let gates = v.gates();
+    let graph = Graph::build(raw, &agents, &gates, v.sink);
+    let repos = v.repos(&graph.tracks);
+    let config = Config {
+        source: source.to_owned(),
+        server,
+        store,
+        node,
+        reaper,
+        repos,
+        agents,
+        tracks: graph.tracks,
+        stages: graph.stages,
+        edges: graph.edges,
+        gates,
+    };
+    check_budget(&config, &max_running_origin, v.sink);
+    config
+}
+
+struct Validator<'a> {
+    raw: &'a RawConfig,
+    sink: &'a mut Sink,
+}
+
+/// Whether `s` is a usable number of seconds: finite and above zero.
+fn is_positive(s: f64) -> bool {
+    s.is_finite() && s > 0.0
+}
+
+impl Validator<'_> {
+    /// A scalar from the file or environment, else its default.
+    fn scalar(&self, section: &'static str, key: &'static str) -> At<Scalar> {
+        match self.raw.scalars.get(&(section, key)) {
+            Some(v) => v.clone(),
+            None => At::default(defaults::scalar(section, key).unwrap_or(Scalar::Text(String::new()))),
+        }
+    }
+
+    fn text(&self, section: &'static str, key: &'static str) -> At<String> {
+        let a = self.scalar(section, key);
+        match a.value {
+            Scalar::Text(s) => At::new(s, a.origin),
+            _ => At::new(String::new(), a.origin),
+        }
+    }
+
+    fn seconds(&mut self, section: &'static str, key: &'static str) -> At<f64> {
+        let a = self.scalar(section, key);
+        let n = match a.value {
+            Scalar::Seconds(s) => s,
+            Scalar::Count(n) => n as f64,
+            _ => 0.0,
+        };
+        if !is_positive(n) {
+            let msg = format!("expected a number of seconds greater than 0, got {}", format_secs(n));
+            self.sink.error(&a.origin, format!("{section}.{key}"), msg);
+        }
+        At::new(n, a.origin)
+    }
+
+    fn server(&mut self) -> ServerConfig {
+        let listen = self.text("server", "listen");
+        let ok =
+            listen.value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            let msg = format!("expected HOST:PORT to listen on, e.g. \"127.0.0.1:7700\", got {:?}", listen.value);
+            self.sink.error(&listen.origin, "server.listen", msg);
+        }
+        ServerConfig { listen: listen.value }
+    }
+
+    fn store(&mut self) -> StoreConfig {
+        let url = self.text("store", "url");
+        let ok = url.value.starts_with("sqlite:") && url.value.len() > "sqlite:".len()
+            || url.value.starts_with("postgres://")
+            || url.value.starts_with("postgresql://");
+        if !ok {
+            let msg = format!(
+                "expected a store URL: sqlite://PATH (relative to this file), sqlite::memory: or postgres://USER@HOST/DB, got {:?}",
+                url.value
+            );
+            self.sink.error(&url.origin, "store.url", msg);
+        }
+        StoreConfig { url: url.value }
+    }
+
+    fn node(&mut self) -> NodeConfig {
+        let id = self.text("node", "id");
+        let jobs = self.scalar("node", "max_concurrent_jobs");
+        let n = match jobs.value {
+            Scalar::Count(n) => n,
+            _ => 0,
+        };
+        let max_concurrent_jobs = u32::try_from(n).ok().and_then(NonZeroU32::new).unwrap_or_else(|| {
+            let msg = format!("expected a positive integer (at least 1, at most {}), got {n}", u32::MAX);
+            self.sink.error(&jobs.origin, "node.max_concurrent_jobs", msg);
+            NonZeroU32::MIN
+        });
+        let data_dir = self.text("node", "data_dir");
+        if data_dir.value.is_empty() {
+            let msg = "expected a folder for worktrees, logs and verdicts (e.g. \".orch\"), got an empty string";
+            self.sink.error(&data_dir.origin, "node.data_dir", msg);
+        }
+        NodeConfig { id: id.value, max_concurrent_jobs, data_dir: PathBuf::from(data_dir.value) }
+    }
+
+    /// The reaper settings, and where `max_running_s` came from (budget errors point there).
+    fn reaper(&mut self) -> (ReaperConfig, Origin) {
+        let interval = self.seconds("reaper", "interval_s");
+        let grace = self.seconds("reaper", "finalize_grace_s");
+        let max_running = self.seconds("reaper", "max_running_s");
+        let liveness = self.scalar("reaper", "finalizer_liveness_enabled");
+        let lease_ttl = self.seconds("reaper", "lease_ttl_s");
+        let heartbeat = self.seconds("reaper", "heartbeat_s");
+        if is_positive(lease_ttl.value) && is_positive(heartbeat.value) && heartbeat.value >= lease_ttl.value / 2.0 {
+            let msg = format!(
+                "heartbeat_s ({}) must be less than half of lease_ttl_s ({} / 2 = {}), so a live owner renews \
+                 its lease at least twice before it expires; expected heartbeat_s < {}",
+                format_secs(heartbeat.value),
+                format_secs(lease_ttl.value),
+                format_secs(lease_ttl.value / 2.0),
+                format_secs(lease_ttl.value / 2.0),
+            );
+            self.sink.error(&heartbeat.origin, "reaper.heartbeat_s", msg);
+        }
+        let reaper = ReaperConfig {
+            interval_s: interval.value,
+            finalize_grace_s: grace.value,
+            max_running_s: max_running.value,
+            finalizer_liveness_enabled: matches!(liveness.value, Scalar::Flag(true)),
+            lease_ttl_s: lease_ttl.value,
+            heartbeat_s: heartbeat.value,
+        };
+        (reaper, max_running.origin)
+    }
+
+    fn agents(&mut self) -> BTreeMap<RoleName, AgentConfig> {
+        let raw = self.raw;
+        raw.agents.iter().map(|a| (RoleName::new(a.name.value.clone()), self.agent(a))).collect()
+    }
+
+    fn agent(&mut self, a: &RawAgent) -> AgentConfig {
+        let path = format!("agents.{}", a.name.value);
+        let adapter = match &a.adapter {
+            None => AdapterKind::Command,
+            Some(s) => parse_adapter(&s.value).unwrap_or_else(|| {
+                let msg = unknown_value("adapter", &s.value, ADAPTERS);
+                self.sink.error(&s.origin, format!("{path}.adapter"), msg);
+                AdapterKind::Command
+            }),
+        };
+        let verdict = match &a.verdict {
+            None => VerdictSource::File,
+            Some(s) => match s.value.as_str() {
+                "file" => VerdictSource::File,
+                "exit-code" => VerdictSource::ExitCode,
+                other => {
+                    self.sink.error(&s.origin, format!("{path}.verdict"), unknown_value("verdict", other, VERDICTS));
+                    VerdictSource::File
+                }
+            },
+        };
+        if verdict == VerdictSource::ExitCode && !matches!(adapter, AdapterKind::Command | AdapterKind::Script) {
+            let at = a.verdict.as_ref().map_or(&a.name.origin, |v| &v.origin);
+            let msg = "verdict = \"exit-code\" needs a process whose exit status is the verdict; \
+                       expected adapter `command` or `script`, or verdict = \"file\"";
+            self.sink.error(at, format!("{path}.verdict"), msg);
+        }
+        let command: Vec<String> = a.command.iter().flat_map(|c| c.value.iter().map(|s| s.value.clone())).collect();
+        let timeout_s = if adapter == AdapterKind::None {
+            0.0
+        } else {
+            if command.first().is_none_or(String::is_empty) {
+                let at = a.command.as_ref().map_or(&a.name.origin, |c| &c.origin);
+                let msg = format!(
+                    "adapter `{}` runs a process, so `command` must be a non-empty argv whose first element \
+                     is the program, e.g. [\"./agents/{}.sh\"]; use adapter = \"none\" for a stage of gates only",
+                    adapter_name(adapter),
+                    a.name.value
+                );
+                self.sink.error(at, format!("{path}.command"), msg);
+            }
+            let t = a.timeout_s.clone().unwrap_or_else(|| At::default(defaults::AGENT_TIMEOUT_S));
+            self.positive(&t, &format!("{path}.timeout_s"));
+            t.value
+        };
+        AgentConfig { adapter, command, timeout_s, verdict }
+    }
+
+    fn positive(&mut self, t: &At<f64>, key: &str) {
+        if !is_positive(t.value) {
+            let msg = format!("expected a number of seconds greater than 0, got {}", format_secs(t.value));
+            self.sink.error(&t.origin, key, msg);
+        }
+    }
+
+    fn gates(&mut self) -> BTreeMap<GateName, GateConfig> {
+        let raw = self.raw;
+        raw.gates.iter().map(|g| (GateName::new(g.name.value.clone()), self.gate(g))).collect()
+    }
+
+    fn gate(&mut self, g: &RawGate) -> GateConfig {
+        let path = format!("gates.{}", g.name.value);
+        let command: Vec<String> = g.command.value.iter().map(|s| s.value.clone()).collect();
+        if command.first().is_none_or(String::is_empty) {
+            let msg = "expected a non-empty argv whose first element is the program, e.g. [\"cargo\", \"test\"]";
+            self.sink.error(&g.command.origin, format!("{path}.command"), msg);
+        }
+        let timeout = g.timeout_s.clone().unwrap_or_else(|| At::default(defaults::GATE_TIMEOUT_S));
+        self.positive(&timeout, &format!("{path}.timeout_s"));
+        let metric = g.metric.as_ref().and_then(|m| {
+            if !m.min.value.is_finite() {
+                let msg = format!("expected a finite number, got {}", m.min.value);
+                self.sink.error(&m.min.origin, format!("{path}.metric.min"), msg);
+            }
+            let example = "e.g. 'coverage: ([0-9.]+)%'";
+            match regex::Regex::new(&m.regex.value) {
+                Ok(re) if re.captures_len() >= 2 => Some(MetricSpec { regex: re, min: m.min.value }),
+                Ok(_) => {
+                    let msg = format!(
+                        "regex {:?} has no capture group; expected a regex whose first group captures the number, {example}",
+                        m.regex.value
+                    );
+                    self.sink.error(&m.regex.origin, format!("{path}.metric.regex"), msg);
+                    None
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "invalid regex {:?}: {}; expected a regex whose first group captures the number, {example}",
+                        m.regex.value,
+                        regex_problem(&e)
+                    );
+                    self.sink.error(&m.regex.origin, format!("{path}.metric.regex"), msg);
+                    None
+                }
+            }
+        });
+        GateConfig { command, timeout_s: timeout.value, metric }
+    }
+
+    fn repos(&mut self, tracks: &BTreeMap<TrackName, super::model::TrackConfig>) -> Vec<RepoConfig> {
+        let mut names: BTreeMap<&str, &RawRepo> = BTreeMap::new();
+        let mut keys: BTreeMap<&str, &RawRepo> = BTreeMap::new();
+        let mut out = Vec::new();
+        let raw = self.raw;
+        for r in &raw.repos {
+            let path = format!("repos[{}]", r.index);
+            if r.name.value.is_empty() {
+                self.sink.error(&r.name.origin, format!("{path}.name"), "expected a non-empty repo name");
+            } else if let Some(first) = names.get(r.name.value.as_str()) {
+                let msg = format!(
+                    "duplicate repo name `{}`; repos[{}]{} already uses it, and names must be unique (they select the repo in `--repo`)",
+                    r.name.value,
+                    first.index,
+                    at_line(&first.name.origin)
+                );
+                self.sink.error(&r.name.origin, format!("{path}.name"), msg);
+            } else {
+                names.insert(&r.name.value, r);
+            }
+            let key = match KeyPrefix::new(&r.key.value) {
+                Ok(k) => {
+                    if let Some(first) = keys.get(r.key.value.as_str()) {
+                        let msg = format!(
+                            "duplicate key prefix `{}`; repos[{}]{} already uses it, and item keys must name one repo",
+                            r.key.value,
+                            first.index,
+                            at_line(&first.key.origin)
+                        );
+                        self.sink.error(&r.key.origin, format!("{path}.key"), msg);
+                    } else {
+                        keys.insert(&r.key.value, r);
+                    }
+                    Some(k)
+                }
+                Err(e) => {
+                    self.sink.error(&r.key.origin, format!("{path}.key"), format!("{e}, e.g. \"SHOP\""));
+                    None
+                }
+            };
+            if r.path.value.is_empty() {
+                let msg = "expected the path of the repo's local clone (relative to this file), got an empty string";
+                self.sink.error(&r.path.origin, format!("{path}.path"), msg);
+            }
+            let forge = match &r.forge {
+                None => ForgeKind::Local,
+                Some(f) => match f.value.as_str() {
+                    "local" => ForgeKind::Local,
+                    "gitea" => ForgeKind::Gitea,
+                    "github" => ForgeKind::Github,
+                    other => {
+                        self.sink.error(&f.origin, format!("{path}.forge"), unknown_value("forge", other, FORGES));
+                        ForgeKind::Local
+                    }
+                },
+            };
+            let main_branch = r.main_branch.clone().unwrap_or_else(|| At::default(defaults::MAIN_BRANCH.to_owned()));
+            if main_branch.value.is_empty() {
+                self.sink.error(
+                    &main_branch.origin,
+                    format!("{path}.main_branch"),
+                    "expected a branch name, e.g. \"main\"",
+                );
+            }
+            let mut kinds: BTreeMap<_, _> =
+                defaults::REPO_TRACKS.iter().map(|(k, t)| (*k, At::default((*t).to_owned()))).collect();
+            kinds.extend(r.tracks.iter().map(|(k, t)| (*k, t.clone())));
+            for (kind, track) in &kinds {
+                if !tracks.contains_key(track.value.as_str()) {
+                    let known = tracks.keys().map(TrackName::as_str);
+                    let msg = format!(
+                        "unknown track `{}` for {kind} items{}; expected one of: {}",
+                        track.value,
+                        schema::did_you_mean(&track.value, tracks.keys().map(TrackName::as_str)),
+                        schema::list(known)
+                    );
+                    self.sink.error(&track.origin, format!("{path}.tracks.{kind}"), msg);
+                }
+            }
+            if let Some(key) = key {
+                out.push(RepoConfig {
+                    name: r.name.value.clone(),
+                    key,
+                    path: PathBuf::from(&r.path.value),
+                    forge,
+                    main_branch: main_branch.value,
+                    tracks: kinds.into_iter().map(|(k, t)| (k, TrackName::new(t.value))).collect(),
+                });
+            }
+        }
+        out
+    }
+}
+
+const ADAPTERS: &[&str] = &["command", "claude-code", "codex", "script", "none"];
+const VERDICTS: &[&str] = &["file", "exit-code"];
+const FORGES: &[&str] = &["local", "gitea", "github"];
+
+fn parse_adapter(s: &str) -> Option<AdapterKind> {
+    Some(match s {
+        "command" => AdapterKind::Command,
+        "claude-code" => AdapterKind::ClaudeCode,
+        "codex" => AdapterKind::Codex,
+        "script" => AdapterKind::Script,
+        "none" => AdapterKind::None,
+        _ => return None,
+    })
+}
+
+fn adapter_name(a: AdapterKind) -> &'static str {
+    match a {
+        AdapterKind::Command => "command",
+        AdapterKind::ClaudeCode => "claude-code",
+        AdapterKind::Codex => "codex",
+        AdapterKind::Script => "script",
+        AdapterKind::None => "none",
+    }
+}
+
+/// "unknown adapter `shell`; expected one of: `command`, …" with a did-you-mean.
+fn unknown_value(what: &str, got: &str, allowed: &[&str]) -> String {
+    format!(
+        "unknown {what} `{got}`{}; expected one of: {}",
+        schema::did_you_mean(got, allowed.iter().copied()),
+        schema::list(allowed.iter().copied())
+    )
+}
+
+/// "track `a`" or "tracks `a`, `b`".
+pub(crate) fn tracks_phrase(names: &[impl AsRef<str>]) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
+    let noun = if list.len() == 1 { "track" } else { "tracks" };
+    format!("{noun} {}", list.join(", "))
+}
+
+/// " (line 4)" for a file position, else nothing.
+pub(crate) fn at_line(origin: &Origin) -> String {
+    match origin {
+        Origin::File { line, .. } => format!(" (line {line})"),
+        Origin::Env(var) => format!(" (from {var})"),
+        Origin::Default => String::new(),
+    }
+}
+
+/// The one-line cause of a regex error; the crate's own message draws a caret
+/// diagram over several lines, which does not fit a one-line diagnostic.
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| text.lines().last().unwrap_or_default().trim().to_owned(), str::to_owned)
+}
+
+/// Reports every (stage, exit edge) whose worst case does not fit under
+/// `max_running_s`: once per pair, naming every track it occurs on, since the
+/// numbers depend only on the stage and the edge.
+fn check_budget(config: &Config, max_running_origin: &Origin, sink: &mut Sink) {
+    let mut over: Vec<(super::budget::StageBudget, Vec<String>)> = Vec::new();
+    for b in config.budget().into_iter().filter(|b| !b.holds) {
+        match over.iter_mut().find(|(seen, _)| seen.stage == b.stage && seen.to == b.to) {
+            Some((_, tracks)) => tracks.push(b.track.to_string()),
+            None => {
+                let track = b.track.to_string();
+                over.push((b, vec![track]));
+            }
+        }
+    }
+    for (b, tracks) in over {
+        let gates = if b.gates.is_empty() {
+            "none".to_owned()
+        } else {
+            b.gates.iter().map(|g| format!("{} {}", g.name, format_secs(g.timeout_s))).collect::<Vec<_>>().join(" + ")
+        };
+        let msg = format!(
+            "time budget of stage `{}` (on {}) exceeds max_running_s: {} (agent `{}` timeout_s) + {} (gates on \
+             edge `{}`: {gates}) + {} (finalize_grace_s) = {} s, which is not below max_running_s = {} s, so the \
+             Tier-3 backstop would kill a healthy job; expected max_running_s > {} or smaller timeouts",
+            b.stage,
+            tracks_phrase(&tracks),
+            format_secs(b.agent_timeout_s),
+            b.role,
+            format_secs(b.gates_s),
+            b.edge_label(),
+            format_secs(b.finalize_grace_s),
+            format_secs(b.total_s),
+            format_secs(b.max_running_s),
+            format_secs(b.total_s),
+        );
+        sink.error(max_running_origin, "reaper.max_running_s", msg);
+    }
+}

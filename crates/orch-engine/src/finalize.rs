@@ -1,0 +1,176 @@
+//! Finalization: after the agent exits, while holding the job's lease, judge the
+//! run (exit code, verdict), run the outgoing edge's gates in order, call the core's
+//! `decide`, and commit the transition fenced by epoch and version. A finalizer that
+//! learns it is fenced out stops at once, records `job.fenced_out`, and does nothing more.
+
+use orch_core::config::VerdictSource;
+use orch_core::{EventKind, JobOutcome, JobStatus, Outcome, StageResult, Verdict, VerdictError, VerdictValue, decide};
+use orch_store::{CommitOutcome, Job, JobFinal, NewEvent};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::node::Ctx;
+use crate::{Error, events, gates};
+
+/// The judgement of a finished run before any gate runs.
+struct Judged {
+    result: StageResult,
+    escalate: bool,
+    verdict: Option<serde_json::Value>,
+}
+
+/// Finalizes `job`, which this node holds at `job.epoch` and whose run has ended.
+///
+/// # Errors
+/// Store errors other than fencing (which is an expected, recorded outcome).
+pub(crate) async fn finalize(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
+    ctx.metrics.finalizer_started();
+    let r = finalize_inner(ctx, job, lost).await;
+    ctx.metrics.finalizer_ended();
+    r
+}
+
+async fn finalize_inner(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
+    let mut judged = judge(ctx, job);
+    if judged.result == StageResult::Passed {
+        match gates::run_edge_gates(ctx, job, lost).await? {
+            gates::GatesOutcome::Passed => {}
+            gates::GatesOutcome::Failed(reason) => judged.result = StageResult::Rejected { reason },
+            gates::GatesOutcome::Stopped => return stopped(ctx, job).await,
+        }
+    }
+    if lost.is_cancelled() {
+        return stopped(ctx, job).await;
+    }
+    commit(ctx, job, judged.result, judged.escalate, judged.verdict).await
+}
+
+async fn stopped(ctx: &Ctx, job: &Job) -> Result<(), Error> {
+    if ctx.kill_all.is_cancelled() {
+        // Shutdown cut the finalization short; reconcile or Tier-2 picks it up.
+        info!(item = %job.item, job = %job.id, epoch = job.epoch, "finalization interrupted by shutdown");
+        return Ok(());
+    }
+    fenced_out(ctx, job, "finalizer").await
+}
+
+/// Commits the transition for `result` with the job ending accordingly.
+pub(crate) async fn commit(
+    ctx: &Ctx,
+    job: &Job,
+    result: StageResult,
+    escalate: bool,
+    verdict: Option<serde_json::Value>,
+) -> Result<(), Error> {
+    let Some(item) = ctx.store.get_item(&job.item).await? else { return Err(Error::Vanished(job.id)) };
+    let (status, reason) = match &result {
+        StageResult::Passed => (JobStatus::Done, None),
+        StageResult::Rejected { reason } | StageResult::Errored { reason } | StageResult::NeedsHuman { reason } => {
+            (JobStatus::Failed, Some(reason.clone()))
+        }
+    };
+    let final_ = JobFinal { id: job.id, epoch: job.epoch, status, reason: reason.clone(), verdict };
+    let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result, escalate });
+    let commit = match decide(&item.state(), &ctx.config, &outcome) {
+        Ok(t) => {
+            info!(item = %job.item, job = %job.id, epoch = job.epoch, decision = ?t.decision, "transition");
+            events::job_commit(&job.item, &item.stage, item.version, &t, final_)
+        }
+        Err(err) => {
+            // The item moved in a way this job cannot apply to (e.g. an operator
+            // acted). End the job so it never lingers, without moving the item.
+            warn!(item = %job.item, job = %job.id, error = %err, "outcome does not apply; ending job only");
+            let mut next = item.state();
+            next.version += 1;
+            let mut e = NewEvent::new(job.item.clone(), EventKind::JobFailed);
+            e.job = Some(job.id);
+            e.epoch = Some(job.epoch);
+            e.reason = Some(format!("outcome not applied: {err}"));
+            orch_store::TransitionCommit {
+                item: job.item.clone(),
+                expected_version: item.version,
+                job: Some(JobFinal { status: JobStatus::Failed, reason: e.reason.clone(), ..final_ }),
+                next,
+                cancel_active_jobs: false,
+                events: vec![e],
+                enqueue: None,
+            }
+        }
+    };
+    match ctx.store.commit_transition(commit, ctx.now()).await? {
+        CommitOutcome::Applied { .. } => {
+            ctx.metrics.transitioned();
+            Ok(())
+        }
+        CommitOutcome::FencedOut => fenced_out(ctx, job, "commit").await,
+        CommitOutcome::Conflict => {
+            // Same epoch, different version: someone changed the item without
+            // fencing this job. That breaks I2's premise; stop loudly.
+            error!(item = %job.item, job = %job.id, epoch = job.epoch, "version conflict while holding a live epoch");
+            Err(Error::Conflict(job.item.to_string()))
+        }
+    }
+}
+
+/// Records that this owner was fenced out at `step` and stops.
+pub(crate) async fn fenced_out(ctx: &Ctx, job: &Job, step: &str) -> Result<(), Error> {
+    ctx.metrics.fenced_out();
+    warn!(item = %job.item, job = %job.id, epoch = job.epoch, step, "job.fenced_out");
+    let mut e = NewEvent::new(job.item.clone(), EventKind::JobFencedOut);
+    e.job = Some(job.id);
+    e.epoch = Some(job.epoch);
+    e.reason = Some(format!("epoch {} is stale at {step}; another owner holds the job", job.epoch));
+    e.data = json!({ "node": ctx.opts.node_id, "step": step });
+    ctx.store.append_events(&[e], ctx.now()).await?;
+    Ok(())
+}
+
+/// Exit code and verdict → the stage's result (before gates).
+fn judge(ctx: &Ctx, job: &Job) -> Judged {
+    let errored = |reason: String| Judged { result: StageResult::Errored { reason }, escalate: false, verdict: None };
+    let Some(code) = job.exit_code else {
+        return errored(
+            job.reason.clone().unwrap_or_else(|| "exit=lost: the agent ended without an exit status".into()),
+        );
+    };
+    let source = ctx.config.agent_for(&job.stage).map_or(VerdictSource::ExitCode, |(_, a)| {
+        if a.adapter == orch_core::config::AdapterKind::None { VerdictSource::ExitCode } else { a.verdict }
+    });
+    match source {
+        VerdictSource::ExitCode if code == 0 => Judged { result: StageResult::Passed, escalate: false, verdict: None },
+        VerdictSource::ExitCode => Judged {
+            result: StageResult::Rejected { reason: format!("agent exited with code {code}") },
+            escalate: false,
+            verdict: None,
+        },
+        VerdictSource::File if code != 0 => errored(format!("agent exited with code {code}")),
+        VerdictSource::File => match read_verdict(&ctx.layout.verdict_file(job.id)) {
+            Err(e) => errored(format!("bad verdict: {e}")),
+            Ok(v) => {
+                let raw = serde_json::to_value(&v).ok();
+                let summary = if v.summary.is_empty() { "no summary".to_owned() } else { v.summary.clone() };
+                let result = match v.verdict {
+                    VerdictValue::Pass => StageResult::Passed,
+                    VerdictValue::Fail => StageResult::Rejected { reason: format!("verdict fail: {summary}") },
+                    VerdictValue::Blocked => StageResult::NeedsHuman { reason: format!("verdict blocked: {summary}") },
+                };
+                Judged { result, escalate: v.escalate, verdict: raw }
+            }
+        },
+    }
+}
+
+fn read_verdict(path: &std::path::Path) -> Result<Verdict, VerdictError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|_| VerdictError::Missing)?;
+    // Read one byte past the limit so an oversized file is refused without loading it.
+    let mut buf = Vec::new();
+    let limit = orch_core::verdict::MAX_VERDICT_BYTES as u64 + 1;
+    file.take(limit).read_to_end(&mut buf).map_err(|_| VerdictError::Missing)?;
+    if buf.len() as u64 == limit {
+        let size = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(buf.len());
+        return Err(VerdictError::TooLarge { size });
+    }
+    Verdict::parse(&buf)
+}

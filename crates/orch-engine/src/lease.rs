@@ -1,0 +1,61 @@
+//! The node's lease heartbeat: every `heartbeat_s`, one store statement renews the
+//! leases of every job this node owns (running agents and finalizers alike). A job
+//! whose lease did not renew has been taken over or cancelled: its owner is told at
+//! once and stops, which is how a stale owner learns it is fenced (DESIGN §2).
+
+use std::collections::{HashMap, HashSet};
+
+use orch_store::JobId;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::node::Ctx;
+
+/// Renews leases until `stop` is cancelled.
+pub(crate) async fn heartbeat(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.config.reaper.heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => renew_once(&ctx).await,
+        }
+    }
+}
+
+/// One renewal round; public to the crate so the finalizer can renew before a long step.
+pub(crate) async fn renew_once(ctx: &Ctx) {
+    let held = ctx.owned_keys();
+    if held.is_empty() {
+        return;
+    }
+    // A node may hold two epochs of one job (it took over its own finalizer); only
+    // the newest can be current, so only that one is sent for renewal.
+    let mut newest: HashMap<JobId, i64> = HashMap::new();
+    for (id, epoch) in &held {
+        let e = newest.entry(*id).or_insert(*epoch);
+        *e = (*e).max(*epoch);
+    }
+    let request: Vec<(JobId, i64)> = newest.iter().map(|(id, e)| (*id, *e)).collect();
+    let now = ctx.now();
+    match ctx.store.renew_leases(&ctx.opts.node_id, &request, now, ctx.config.reaper.lease_ttl()).await {
+        Ok(renewed) => {
+            let renewed: HashSet<_> = renewed.into_iter().collect();
+            let map = ctx.owned_map();
+            for (id, epoch) in &held {
+                if !renewed.contains(id) || newest.get(id) != Some(epoch) {
+                    if let Some(o) = map.get(&(*id, *epoch)) {
+                        warn!(job = %id, epoch, "lease lost: job was taken over, cancelled or ended elsewhere");
+                        o.lost.cancel();
+                    }
+                }
+            }
+            debug!(renewed = renewed.len(), "leases renewed");
+        }
+        // A store outage is not a lost lease: keep working; if it lasts past the
+        // TTL the reaper elsewhere will take over and our next write is fenced.
+        Err(err) => warn!(error = %err, "lease renewal failed"),
+    }
+}

@@ -1,0 +1,164 @@
+//! The reaper (DESIGN §7): every `reaper.interval_s`, one indexed query per tier.
+//!
+//! - Tier-1, dead agent: `running` with an expired lease → take over, stamp
+//!   `exit=lost`, finalize as a failure (a retry within the stage's attempts).
+//! - Tier-2, orphaned finalization: `finishing` longer than `finalize_grace_s`. A
+//!   live lease means a finalizer is still working: defer (count it, log it, record
+//!   it). Only an expired lease — or the kill-switch
+//!   `finalizer_liveness_enabled = false`, which goes by age alone as the old
+//!   system did — leads to a takeover (epoch + 1) and a fresh finalization.
+//! - Tier-3, backstop: anything not ended `max_running_s` after it started is
+//!   failed with reason `timeout` whatever its lease says, and its group killed if local.
+//!
+//! Liveness is never inferred from age while the switch is on (the incident of §2).
+
+use std::sync::Arc;
+
+use orch_core::{EventKind, StageResult};
+use orch_store::{ExitInfo, Job, NewEvent};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::metrics::Tier;
+use crate::node::Ctx;
+use crate::{Error, finalize, process};
+
+/// Rows looked at per tier per pass; the rest wait for the next pass.
+const BATCH: u32 = 256;
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub tier1_reaped: usize,
+    pub tier2_deferred: usize,
+    pub tier2_taken_over: usize,
+    pub tier3_reaped: usize,
+}
+
+pub(crate) async fn run(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(ctx.config.reaper.interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.stopping.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(err) = pass(&ctx).await {
+                    warn!(error = %err, "reaper pass failed");
+                }
+            }
+        }
+    }
+}
+
+/// One pass over the three tiers at the clock's `now`.
+pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
+    let mut report = PassReport::default();
+    let now = ctx.now();
+    let r = &ctx.config.reaper;
+
+    // Tier-3 first: the backstop wins over everything else.
+    for job in ctx.store.overdue(now.sub(r.max_running()), BATCH).await? {
+        if tier3(ctx, &job).await? {
+            report.tier3_reaped += 1;
+        }
+    }
+    for job in ctx.store.expired_running(now, BATCH).await? {
+        if tier1(ctx, &job).await? {
+            report.tier1_reaped += 1;
+        }
+    }
+    for job in ctx.store.stale_finishing(now.sub(r.finalize_grace()), BATCH).await? {
+        let lease_live = job.lease_expires_at.is_some_and(|t| t > now);
+        if r.finalizer_liveness_enabled && lease_live {
+            ctx.metrics.deferred();
+            report.tier2_deferred += 1;
+            info!(item = %job.item, job = %job.id, epoch = job.epoch, owner = ?job.owner, "reaper.deferred: finalizer lease is live");
+            let mut e = event(&job, EventKind::ReaperDeferred, "finalizer holds a live lease");
+            e.data = json!({ "tier": 2, "owner": job.owner, "lease_expires_at": job.lease_expires_at });
+            ctx.store.append_events(&[e], now).await?;
+            continue;
+        }
+        let why = if lease_live {
+            "finalization older than finalize_grace_s (liveness check disabled)"
+        } else {
+            "finalization older than finalize_grace_s and its lease expired"
+        };
+        if let Some(taken) = take_over(ctx, &job, why).await? {
+            ctx.metrics.reaped(Tier::Two);
+            report.tier2_taken_over += 1;
+            ctx.start_finalizer(taken);
+        }
+    }
+    ctx.metrics.pass_done(ctx.now().as_millis());
+    Ok(report)
+}
+
+async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
+    let owner = job.owner.clone().unwrap_or_default();
+    let why = format!("lease of owner {owner} expired while the agent was running");
+    let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
+    ctx.metrics.reaped(Tier::One);
+    kill_if_local(ctx, job);
+    let exit = ExitInfo { exit_code: None, reason: Some(format!("exit=lost: {why}")) };
+    match ctx.store.record_finished(taken.id, taken.epoch, exit, ctx.now()).await {
+        Ok(()) => {}
+        Err(orch_store::Error::FencedOut { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    reaped_event(ctx, &taken, 1, &why).await?;
+    let result = StageResult::Errored { reason: format!("exit=lost: {why}") };
+    finalize::commit(ctx, &taken, result, false, None).await?;
+    Ok(true)
+}
+
+async fn tier3(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
+    let why =
+        format!("timeout: not ended {}s after it started (reaper.max_running_s)", ctx.config.reaper.max_running_s);
+    let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
+    ctx.metrics.reaped(Tier::Three);
+    kill_if_local(ctx, job);
+    reaped_event(ctx, &taken, 3, &why).await?;
+    finalize::commit(ctx, &taken, StageResult::Errored { reason: why }, false, None).await?;
+    Ok(true)
+}
+
+/// Takes `job` over for this node at its observed epoch; `None` if another node
+/// or the owner moved first.
+async fn take_over(ctx: &Ctx, job: &Job, why: &str) -> Result<Option<Job>, Error> {
+    let taken = ctx
+        .store
+        .take_over(job.id, job.epoch, &ctx.opts.node_id, ctx.now(), ctx.config.reaper.lease_ttl(), why)
+        .await?;
+    if let Some(t) = &taken {
+        info!(item = %t.item, job = %t.id, epoch = t.epoch, previous_owner = ?job.owner, reason = why, "reaper.took_over");
+    }
+    Ok(taken)
+}
+
+/// If this node ran the job's agent, stop its task and kill its process group.
+fn kill_if_local(ctx: &Ctx, job: &Job) {
+    if job.owner.as_deref() != Some(ctx.opts.node_id.as_str()) {
+        return; // the remote owner kills its own group when its lease renewal fails
+    }
+    ctx.lose(job.id);
+    if let (Some(pid), Some(pgid)) = (job.pid, job.pgid) {
+        process::kill_recorded_group(pid, pgid, job.proc_start);
+    }
+}
+
+async fn reaped_event(ctx: &Ctx, job: &Job, tier: u8, why: &str) -> Result<(), Error> {
+    let mut e = event(job, EventKind::ReaperReaped, why);
+    e.epoch = Some(job.epoch);
+    e.data = json!({ "tier": tier, "node": ctx.opts.node_id });
+    ctx.store.append_events(&[e], ctx.now()).await?;
+    Ok(())
+}
+
+fn event(job: &Job, kind: EventKind, reason: &str) -> NewEvent {
+    let mut e = NewEvent::new(job.item.clone(), kind);
+    e.job = Some(job.id);
+    e.epoch = Some(job.epoch);
+    e.reason = Some(reason.to_owned());
+    e
+}

@@ -1,0 +1,238 @@
+//! The reaper's tiers and the incident it exists to prevent (DESIGN §2), with real
+//! processes, a real store and the controllable clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use orch_core::{ItemKind, ItemStatus, JobStatus};
+
+/// deploy-staging → deploy runs a gate that blocks until the test drops a
+/// `release` file, optionally only on its first run.
+fn slow_gate_edge() -> &'static str {
+    r#"
+[[edges]]
+from = "deploy-staging"
+to = "deploy"
+gates = ["slow"]
+on_fail = "development"
+
+[gates.slow]
+command = ["./gates/slow.sh"]
+timeout_s = 30
+"#
+}
+
+fn install_slow_gate(h: &Harness, slow_only_first_run: bool) {
+    std::fs::create_dir_all(h.path().join("gates")).unwrap();
+    let first =
+        if slow_only_first_run { "if [ -f gate-ran ]; then echo fast; exit 0; fi\ntouch gate-ran\n" } else { "" };
+    script(
+        &h.path().join("gates"),
+        "slow.sh",
+        &format!(
+            "{first}echo $$ > gate-pid\ntouch gate-started\nwhile [ ! -f release ]; do sleep 0.05; done\necho released"
+        ),
+    );
+}
+
+fn workdir(h: &Harness, key: &orch_core::ItemKey) -> std::path::PathBuf {
+    h.path().join("data/work").join(key.to_string())
+}
+
+async fn wait_lease_after_now(h: &Harness, key: &orch_core::ItemKey) {
+    let now = h.clock.now_ts();
+    h.wait_job(key, "a lease renewed past the clock", |j| {
+        j.status == JobStatus::Finishing && j.lease_expires_at.is_some_and(|t| t > now)
+    })
+    .await;
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| k.as_str() == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orch_incident_reaper_defers_to_a_live_finalizer() {
+    let h = Harness::new(slow_gate_edge()).await;
+    install_slow_gate(&h, false);
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    wait_file(&workdir(&h, &key).join("gate-started")).await;
+
+    // The gates now run longer than finalize_grace_s while the finalizer heartbeats.
+    for pass in 1..=2 {
+        h.clock.advance(Duration::from_millis(1500));
+        wait_lease_after_now(&h, &key).await;
+        let report = node.reaper_pass().await.unwrap();
+        assert_eq!(report.tier2_deferred, 1, "pass {pass}: {report:?}");
+        assert_eq!(report.tier2_taken_over, 0);
+    }
+    assert_eq!(node.metrics().finalizer_defers_total, 2);
+
+    std::fs::write(workdir(&h, &key).join("release"), "").unwrap();
+    let item = h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(item.attempts["development"], 1, "no rollback happened");
+    let events = h.events(&key).await;
+    let kinds: Vec<String> = events.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(count(&kinds, "reaper.deferred"), 2);
+    assert_eq!(count(&kinds, "reaper.took_over"), 0);
+    assert_eq!(count(&kinds, "item.rolled_back"), 0);
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    assert_eq!(from_staging.count(), 1, "exactly one transition out of deploy-staging");
+
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_off_takes_over_by_age_and_fences_the_first_finalizer() {
+    let reaper = FAST_REAPER.to_owned() + "finalizer_liveness_enabled = false\n";
+    let h = Harness::with_reaper(slow_gate_edge(), &reaper).await;
+    install_slow_gate(&h, true);
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    wait_file(&workdir(&h, &key).join("gate-started")).await;
+
+    h.clock.advance(Duration::from_millis(1500));
+    wait_lease_after_now(&h, &key).await; // the lease is live; the switch ignores it
+    let report = node.reaper_pass().await.unwrap();
+    assert_eq!(report.tier2_taken_over, 1, "{report:?}");
+    assert_eq!(report.tier2_deferred, 0);
+
+    // The takeover's gate run is fast: it finishes the item. The first finalizer
+    // learns at its next heartbeat that its epoch is stale and stops.
+    let item = h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(item.attempts["development"], 1);
+    let staging = h.jobs(&key).await.into_iter().find(|j| j.stage.as_str() == "deploy-staging").unwrap();
+    let events = h.events(&key).await;
+    let fenced = wait_for("the first finalizer to be fenced out", || {
+        let store = h.store.clone();
+        let key = key.clone();
+        async move {
+            let ev = store.events_for_item(&key).await.unwrap();
+            ev.into_iter().find(|e| e.kind == "job.fenced_out" && e.job == Some(staging.id))
+        }
+    })
+    .await;
+    assert_eq!(fenced.epoch, Some(staging.epoch - 1), "the stale epoch is the one fenced");
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    assert_eq!(from_staging.count(), 1, "never more than one transition");
+    assert!(!events.iter().any(|e| e.kind == "item.rolled_back"));
+    assert!(node.metrics().fenced_out_total >= 1);
+
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_finalizer_is_taken_over_within_lease_ttl_plus_interval() {
+    let h = Harness::new(slow_gate_edge()).await;
+    install_slow_gate(&h, true);
+    let a = CrashableNode::start(&h, "node-a");
+    let key = h.add_item(ItemKind::Bug).await;
+    let wd = workdir(&h, &key);
+    wait_file(&wd.join("gate-started")).await;
+    let gate_pid = read_pid(&wd.join("gate-pid")).await;
+    a.crash();
+    orch_engine::process::kill_group(gate_pid, Signal::SIGKILL); // it died with its machine
+
+    let b = h.node("node-b");
+    let run = h.start(&b);
+    // Half a TTL later the lease still stands: nothing happens.
+    h.clock.advance(Duration::from_millis(500));
+    let early = b.reaper_pass().await.unwrap();
+    assert_eq!(early, orch_engine::PassReport::default());
+    // Past lease_ttl_s (and finalize_grace_s): the next pass takes over.
+    h.clock.advance(Duration::from_millis(600));
+    let report = b.reaper_pass().await.unwrap();
+    assert_eq!(report.tier2_taken_over, 1, "{report:?}");
+
+    let item = h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(item.attempts["development"], 1);
+    let events = h.events(&key).await;
+    let from_staging =
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging"));
+    assert_eq!(from_staging.count(), 1);
+    b.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier1_dead_agent_owner_is_reaped_as_lost_and_retried() {
+    let h = Harness::new("").await;
+    h.agent(
+        "developer",
+        &format!(
+            "if [ -f first-run ]; then {PASS}; exit 0; fi\ntouch first-run\necho $$ > pid\nwhile :; do sleep 0.05; done"
+        ),
+    );
+    let a = CrashableNode::start(&h, "node-a");
+    let key = h.add_item(ItemKind::Bug).await;
+    let pid = read_pid(&workdir(&h, &key).join("pid")).await;
+    a.crash();
+    orch_engine::process::kill_group(pid, Signal::SIGKILL);
+
+    let b = h.node("node-b");
+    h.clock.advance(Duration::from_millis(1100));
+    let report = b.reaper_pass().await.unwrap();
+    assert_eq!(report.tier1_reaped, 1, "{report:?}");
+    let first = h.jobs(&key).await.into_iter().next().unwrap();
+    assert_eq!(first.status, JobStatus::Failed);
+    assert!(first.reason.as_deref().unwrap().contains("exit=lost"), "{:?}", first.reason);
+
+    let run = h.start(&b);
+    let item = h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(item.attempts["development"], 2);
+    assert_eq!(b.metrics().reaped_tier1, 1);
+    b.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier3_backstop_kills_a_term_ignoring_group_and_fails_with_timeout() {
+    let reaper = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 30\nlease_ttl_s = 1\nheartbeat_s = 0.05\n";
+    let h = Harness::with_reaper("", reaper).await;
+    h.agent(
+        "developer",
+        &format!(
+            "if [ -f leader ]; then {PASS}; exit 0; fi\n\
+             trap '' TERM\n\
+             sh -c 'echo $$ > grandchild; while :; do sleep 0.05; done' &\n\
+             echo $$ > leader\n\
+             while :; do sleep 0.05; done"
+        ),
+    );
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    let wd = workdir(&h, &key);
+    let leader = read_pid(&wd.join("leader")).await;
+    let grandchild = read_pid(&wd.join("grandchild")).await;
+    assert!(alive(leader) && alive(grandchild));
+
+    h.clock.advance(Duration::from_secs(31));
+    let report = node.reaper_pass().await.unwrap();
+    assert_eq!(report.tier3_reaped, 1, "{report:?}");
+    wait_for("the whole agent group to be gone", || async { (!alive(leader) && !alive(grandchild)).then_some(()) })
+        .await;
+
+    let first = h.jobs(&key).await.into_iter().next().unwrap();
+    assert_eq!(first.status, JobStatus::Failed);
+    assert!(first.reason.as_deref().unwrap().starts_with("timeout"), "{:?}", first.reason);
+    h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(node.metrics().reaped_tier3, 1);
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
