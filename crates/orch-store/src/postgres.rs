@@ -55,7 +55,7 @@ const TX_ATTEMPTS: u32 = 5;
 /// Longest pause between retries of a failed LISTEN connection.
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Key of the advisory lock that serialises migrations across nodes.
-const MIGRATION_LOCK: i64 = 0x6f72_6368_6d69_67; // "orchmig"
+const MIGRATION_LOCK: i64 = 0x006f_7263_686d_6967; // "orchmig"
 
 /// The highest schema version this binary knows.
 fn known_version() -> i64 {
