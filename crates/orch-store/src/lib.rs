@@ -23,8 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orch_core::{ItemKey, Timestamp};
 
-/// Backend-neutral failures, so callers never match on driver text.
-#[derive(Debug, thiserror::Error)]
+/// Backend-neutral failures, so callers never match on driver text. `Clone` so one
+/// failed group commit can be reported to every write it carried.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The URL names no backend orch has.
     #[error("store URL {url:?} has an unknown scheme: expected sqlite://PATH or postgres://USER@HOST/DB")]

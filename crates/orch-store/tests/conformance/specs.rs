@@ -610,6 +610,9 @@ pub(crate) async fn renew_leases_reports_renewed_ids(db: &TestDb) {
     }
     assert!(store.renew_leases("b", &ask, at(20_000), TTL).await.unwrap().is_empty());
     assert!(store.renew_leases("a", &[], at(20_000), TTL).await.unwrap().is_empty());
+    // A request naming a job twice (an old and the current epoch) renews it once.
+    let twice = store.renew_leases("a", &[(jobs[1].id, 0), (jobs[1].id, 1)], at(20_500), TTL).await.unwrap();
+    assert_eq!(twice, vec![jobs[1].id]);
     // Finishing jobs keep their lease while the finalizer works.
     store.record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(21_000)).await.unwrap();
     assert_eq!(store.renew_leases("a", &[(jobs[0].id, 1)], at(22_000), TTL).await.unwrap(), vec![jobs[0].id]);
