@@ -57,9 +57,13 @@ impl Db {
             Db { url, _dir: Some(dir), pg: None }
         } else {
             let admin = admin_url();
-            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("cannot reach {admin}: {e}"));
+            let mut c =
+                sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("cannot reach {admin}: {e}"));
             let name = format!("orch_bench_{:016x}", rand::random::<u64>());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.expect("create db");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut c)
+                .await
+                .expect("create db");
             Db { url: with_database(&admin, &name), _dir: None, pg: Some(name) }
         }
     }
@@ -200,7 +204,9 @@ async fn bench_transitions(backend: &str, workers: usize, n: usize) -> (usize, D
             let Some(job) = s.claim_jobs(&node, 1, T0, TTL).await.expect("claim").pop() else { return Some(0) };
             let run = RunInfo { pid: 1, pgid: 1, proc_start: None, log_path: "/dev/null".into() };
             s.record_started(job.id, job.epoch, run, T0).await.expect("started");
-            s.record_finished(job.id, job.epoch, ExitInfo { exit_code: Some(0), reason: None }, T0).await.expect("finished");
+            s.record_finished(job.id, job.epoch, ExitInfo { exit_code: Some(0), reason: None }, T0)
+                .await
+                .expect("finished");
             match commit_for(&*s, &job).await {
                 CommitOutcome::Applied { .. } => Some(1),
                 other => panic!("commit: {other:?}"),
@@ -299,6 +305,31 @@ async fn bench_raw(backend: &str, connections: usize, secs: u64) -> (usize, Dura
     (count.load(Ordering::Relaxed), elapsed)
 }
 
+/// The driver's floor: one connection running `SELECT 1` round trips for `secs`.
+async fn bench_roundtrip(backend: &str, secs: u64) -> (usize, Duration) {
+    let db = Db::new(backend).await;
+    let deadline = Duration::from_secs(secs);
+    let mut count = 0;
+    let start = Instant::now();
+    if backend == "sqlite" {
+        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("url");
+        let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true)).await.expect("connect");
+        while start.elapsed() < deadline {
+            sqlx::query("SELECT 1").execute(&mut c).await.expect("select");
+            count += 1;
+        }
+    } else {
+        let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        while start.elapsed() < deadline {
+            sqlx::query("SELECT 1").execute(&mut c).await.expect("select");
+            count += 1;
+        }
+    }
+    let took = start.elapsed();
+    db.drop_db().await;
+    (count, took)
+}
+
 fn row(backend: &str, case: &str, workers: usize, (ops, took): (usize, Duration)) {
     let rate = ops as f64 / took.as_secs_f64();
     println!("| {backend:<8} | {case:<34} | {workers:>7} | {ops:>6} | {:>7.2} | {rate:>9.0} |", took.as_secs_f64());
@@ -332,6 +363,9 @@ async fn main() {
             if b == "postgres" {
                 row(b, "raw 1-row commit", 16, bench_raw(b, 16, raw_secs).await);
             }
+        }
+        if wanted("roundtrip") {
+            row(b, "driver round trip (SELECT 1)", 1, bench_roundtrip(b, raw_secs).await);
         }
         for &w in &workers {
             if wanted("claim") {

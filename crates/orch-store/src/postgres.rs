@@ -83,13 +83,6 @@ impl From<Error> for Fail {
 
 type TxResult<T> = std::result::Result<T, Fail>;
 
-/// The event an owner write appends; its item is read back from the job row.
-struct OwnerEvent {
-    kind: EventKind,
-    reason: Option<String>,
-    data: serde_json::Value,
-}
-
 /// A PostgreSQL store: a connection pool plus the LISTEN and NOTIFY helper tasks.
 pub(crate) struct PgStore {
     url: String,
@@ -252,46 +245,21 @@ impl PgStore {
         Ok(jobs)
     }
 
-    /// Runs the owner write `sql` (which must `RETURNING item`) and appends `ev`
-    /// (item filled from the row) in one transaction.
-    async fn fenced_write_once(
+    /// Runs one owner write: a single statement that updates the job only at
+    /// `epoch` and appends the event from the updated row (binds: $1 job, $2 epoch,
+    /// $3 now, $4 kind, $5 reason, $6 data, then the statement's own). One round
+    /// trip, atomic without an explicit transaction.
+    async fn owner_write(
         &self,
         job: JobId,
         epoch: i64,
-        update: sqlx::query::QueryScalar<'static, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
-        gate: Option<&GateResult>,
-        ev: &OwnerEvent,
-        now: Timestamp,
-    ) -> TxResult<()> {
-        let mut tx = self.begin().await?;
-        let Some(item) = update.fetch_optional(&mut *tx).await? else {
-            return Err(Self::fenced_or_missing(&mut tx, job, epoch).await);
-        };
-        if let Some(result) = gate {
-            sqlx::query(
-                "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(job.0)
-            .bind(epoch)
-            .bind(&result.gate)
-            .bind(result.passed)
-            .bind(result.exit_code.map(i64::from))
-            .bind(result.metric)
-            .bind(result.duration_ms)
-            .bind(result.reason.as_deref())
-            .bind(now.as_millis())
-            .execute(&mut *tx)
-            .await?;
+        q: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<()> {
+        if q.fetch_optional(&self.pool).await.map_err(|e| self.err(e))?.is_some() {
+            return Ok(());
         }
-        let mut event = NewEvent::new(key_of(&item)?, ev.kind);
-        event.job = Some(job);
-        event.epoch = Some(epoch);
-        event.reason = ev.reason.clone();
-        event.data = ev.data.clone();
-        insert_event(&mut tx, &event, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        Err(self.fail(Self::fenced_or_missing(&mut conn, job, epoch).await))
     }
 
     async fn take_over_once(
@@ -599,7 +567,7 @@ async fn insert_event(conn: &mut PgConnection, ev: &NewEvent, now: Timestamp) ->
     .map(|_| ())
 }
 
-/// Queues a job and appends its `job.queued`; returns the new id.
+/// Queues a job and appends its `job.queued` in one statement; returns the new id.
 async fn enqueue(
     conn: &mut PgConnection,
     item: &ItemKey,
@@ -608,26 +576,24 @@ async fn enqueue(
     now: Timestamp,
 ) -> TxResult<JobId> {
     let id = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
-         VALUES ($1, $2, $3, 'queued', 0, $4) RETURNING id",
+        "WITH nj AS ( \
+            INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
+            VALUES ($1, $2, $3, 'queued', 0, $4) RETURNING id, item \
+         ) INSERT INTO events (at, item, job, kind, to_, epoch, data) \
+         SELECT $4, nj.item, nj.id, $5, $2, 0, $6 FROM nj RETURNING job",
     )
     .bind(item.to_string())
     .bind(stage)
     .bind(i64::from(attempt))
     .bind(now.as_millis())
+    .bind(EventKind::JobQueued.as_str())
+    .bind(Json(json!({ "attempt": attempt })))
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| {
         if common::is_unique_violation(&e) { Fail::Store(common::second_active_job(item)) } else { Fail::Sql(e) }
     })?;
-    let id = JobId(id);
-    let mut ev = NewEvent::new(item.clone(), EventKind::JobQueued);
-    ev.job = Some(id);
-    ev.epoch = Some(0);
-    ev.to = Some(stage.to_owned());
-    ev.data = json!({ "attempt": attempt });
-    insert_event(conn, &ev, now).await?;
-    Ok(id)
+    Ok(JobId(id))
 }
 
 fn key_of(s: &str) -> Result<ItemKey> {
@@ -780,67 +746,73 @@ impl Store for PgStore {
     }
 
     async fn record_started(&self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()> {
-        let ev = OwnerEvent {
-            kind: EventKind::JobStarted,
-            reason: None,
-            data: json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path }),
-        };
-        with_retry!(self, "record_started", {
-            let update = sqlx::query_scalar(
-                "UPDATE jobs SET pid = $3, pgid = $4, proc_start = $5, log_path = $6, heartbeat_at = $7 \
-                 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
-            )
-            .bind(job.0)
-            .bind(epoch)
-            .bind(i64::from(run.pid))
-            .bind(i64::from(run.pgid))
-            .bind(run.proc_start)
-            .bind(run.log_path.clone())
-            .bind(now.as_millis());
-            self.fenced_write_once(job, epoch, update, None, &ev, now).await
-        })
+        let data = json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path });
+        let q = sqlx::query(
+            "WITH j AS ( \
+                UPDATE jobs SET pid = $7, pgid = $8, proc_start = $9, log_path = $10, heartbeat_at = $3 \
+                WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item \
+             ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
+             SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
+        )
+        .bind(job.0)
+        .bind(epoch)
+        .bind(now.as_millis())
+        .bind(EventKind::JobStarted.as_str())
+        .bind(None::<String>)
+        .bind(Json(data))
+        .bind(i64::from(run.pid))
+        .bind(i64::from(run.pgid))
+        .bind(run.proc_start)
+        .bind(run.log_path);
+        self.owner_write(job, epoch, q).await
     }
 
     async fn record_finished(&self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()> {
-        let ev = OwnerEvent {
-            kind: EventKind::JobFinished,
-            reason: exit.reason.clone(),
-            data: json!({ "exit_code": exit.exit_code }),
-        };
-        with_retry!(self, "record_finished", {
-            let update = sqlx::query_scalar(
-                "UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $4, reason = $5, \
-                 heartbeat_at = $3 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
-            )
-            .bind(job.0)
-            .bind(epoch)
-            .bind(now.as_millis())
-            .bind(exit.exit_code.map(i64::from))
-            .bind(exit.reason.clone());
-            self.fenced_write_once(job, epoch, update, None, &ev, now).await
-        })
+        let q = sqlx::query(
+            "WITH j AS ( \
+                UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $7, reason = $5, \
+                heartbeat_at = $3 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item \
+             ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
+             SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
+        )
+        .bind(job.0)
+        .bind(epoch)
+        .bind(now.as_millis())
+        .bind(EventKind::JobFinished.as_str())
+        .bind(exit.reason)
+        .bind(Json(json!({ "exit_code": exit.exit_code })))
+        .bind(exit.exit_code.map(i64::from));
+        self.owner_write(job, epoch, q).await
     }
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
         let kind = if result.passed { EventKind::GatePassed } else { EventKind::GateFailed };
-        let ev = OwnerEvent {
-            kind,
-            reason: result.reason.clone(),
-            data: json!({
-                "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
-                "duration_ms": result.duration_ms,
-            }),
-        };
-        with_retry!(self, "record_gate_result", {
-            let update = sqlx::query_scalar(
-                "UPDATE jobs SET heartbeat_at = $3 \
-                 WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item",
-            )
-            .bind(job.0)
-            .bind(epoch)
-            .bind(now.as_millis());
-            self.fenced_write_once(job, epoch, update, Some(&result), &ev, now).await
-        })
+        let data = json!({
+            "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
+            "duration_ms": result.duration_ms,
+        });
+        let q = sqlx::query(
+            "WITH j AS ( \
+                UPDATE jobs SET heartbeat_at = $3 \
+                WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item \
+             ), g AS ( \
+                INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
+                SELECT $1, $2, $7, $8, $9, $10, $11, $5, $3 FROM j \
+             ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
+             SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
+        )
+        .bind(job.0)
+        .bind(epoch)
+        .bind(now.as_millis())
+        .bind(kind.as_str())
+        .bind(result.reason)
+        .bind(Json(data))
+        .bind(result.gate)
+        .bind(result.passed)
+        .bind(result.exit_code.map(i64::from))
+        .bind(result.metric)
+        .bind(result.duration_ms);
+        self.owner_write(job, epoch, q).await
     }
 
     async fn take_over(

@@ -178,7 +178,6 @@ impl SqliteStore {
         answer.await.map_err(|_| gone())?
     }
 
-
     async fn fetch_jobs(&self, sql: &'static str, binds: &[i64], text: Option<&str>) -> Result<Vec<Job>> {
         let mut q = sqlx::query(sql);
         if let Some(t) = text {
@@ -351,7 +350,7 @@ impl Tx<'_> {
         created.data = json!({ "repo": new.repo, "kind": new.kind, "track": new.state.track });
         self.insert_event(&created, now).await?;
         self.enqueue(&key, new.state.stage.as_str(), first_attempt, now).await?;
-                Ok(key)
+        Ok(key)
     }
 
     async fn set_branch(&mut self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
@@ -384,7 +383,7 @@ impl Tx<'_> {
         .map_err(|e| self.err(e))?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         if jobs.is_empty() {
-                        return Ok(jobs);
+            return Ok(jobs);
         }
         let keys: Vec<String> = jobs.iter().map(|j| j.item.to_string()).collect();
         sqlx::query(
@@ -547,7 +546,7 @@ impl Tx<'_> {
         .await
         .map_err(|e| self.err(e))?;
         let Some(row) = row else {
-                        return Ok(None);
+            return Ok(None);
         };
         let taken = job_from_row(&row)?;
         let mut ev = NewEvent::new(taken.item.clone(), EventKind::ReaperTookOver);
@@ -588,7 +587,7 @@ impl Tx<'_> {
         ev.epoch = Some(new_epoch);
         ev.reason = Some(reason.to_owned());
         self.insert_event(&ev, now).await?;
-                Ok(())
+        Ok(())
     }
 
     async fn commit_transition(&mut self, commit: &TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
@@ -618,7 +617,7 @@ impl Tx<'_> {
                     .fetch_optional(&mut *self.conn)
                     .await
                     .map_err(|e| self.err(e))?;
-                                return match owner_item {
+                return match owner_item {
                     None => Err(Error::NotFound { what: format!("job {}", job.id) }),
                     Some(other) if other != key => {
                         Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)))
@@ -651,7 +650,7 @@ impl Tx<'_> {
                 .await
                 .map_err(|e| self.err(e))?
                 .is_some();
-                        return if exists {
+            return if exists {
                 Ok(CommitOutcome::Conflict)
             } else {
                 Err(Error::NotFound { what: format!("item {key}") })
@@ -829,8 +828,7 @@ impl Store for SqliteStore {
 
     async fn set_branch(&self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
         let (key, branch) = (key.clone(), branch.to_owned());
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.set_branch(&key, &branch, now).await }))
-            .await
+        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.set_branch(&key, &branch, now).await })).await
     }
 
     async fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
@@ -867,8 +865,10 @@ impl Store for SqliteStore {
     }
 
     async fn record_finished(&self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()> {
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.record_finished(job, epoch, exit, now).await }))
-            .await
+        self.write(Result::is_ok, move |mut tx| {
+            Box::pin(async move { tx.record_finished(job, epoch, exit, now).await })
+        })
+        .await
     }
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
@@ -899,8 +899,10 @@ impl Store for SqliteStore {
 
     async fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {
         let reason = reason.to_owned();
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.release_job(job, epoch, &reason, now).await }))
-            .await?;
+        self.write(Result::is_ok, move |mut tx| {
+            Box::pin(async move { tx.release_job(job, epoch, &reason, now).await })
+        })
+        .await?;
         self.signal.notify_waiters();
         Ok(())
     }
