@@ -69,12 +69,12 @@ impl Db {
     }
 
     async fn drop_db(self) {
-        if let Some(name) = &self.pg {
-            if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut c)
-                    .await;
-            }
+        if let Some(name) = &self.pg
+            && let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut c)
+                .await;
         }
     }
 }
