@@ -90,6 +90,16 @@ impl Harness {
         Self::from_text(config_text(extra, reaper)).await
     }
 
+    /// A harness on exactly this config text, with a fresh PostgreSQL database
+    /// (from `ORCH_TEST_DATABASE_URL`) as its store instead of SQLite.
+    pub async fn from_text_pg(text: String) -> Self {
+        let url = fresh_pg_database().await;
+        let mut h = Self::from_text(text).await;
+        h.store = orch_store::open(&url).await.unwrap();
+        h.url = url;
+        h
+    }
+
     /// A harness on exactly this config text.
     pub async fn from_text(text: String) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -312,4 +322,18 @@ pub async fn read_pid(path: &Path) -> i32 {
         async move { std::fs::read_to_string(&p).ok()?.trim().parse().ok() }
     })
     .await
+}
+
+/// Creates an empty database on the test server and returns its URL. Fails the
+/// test loudly (naming the URL) when no server answers: these tests never skip.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at ORCH_TEST_DATABASE_URL={admin}: {e}"));
+    let name = format!("orch_engine_{}", rand::random::<u64>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    format!("{base}/{name}")
 }
