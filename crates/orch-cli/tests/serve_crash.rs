@@ -136,5 +136,10 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
         assert!(events.iter().any(|e| e["kind"] == "job.released"), "{k}: the interrupted job was requeued");
     }
     let audit = orch(d, &["audit"]);
-    assert!(audit.status.success(), "audit: {}{}", String::from_utf8_lossy(&audit.stdout), String::from_utf8_lossy(&audit.stderr));
+    assert!(
+        audit.status.success(),
+        "audit: {}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
 }

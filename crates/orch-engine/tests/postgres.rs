@@ -73,7 +73,10 @@ async fn postgres_second_node_takes_over_a_dead_finalizer_and_defers_to_a_live_o
     assert_eq!(report.tier2_taken_over, 1, "{report:?}");
     h.wait_status(&key, ItemStatus::Done).await;
     let events = h.events(&key).await;
-    assert_eq!(events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging")).count(), 1);
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "item.advanced" && e.from.as_deref() == Some("deploy-staging")).count(),
+        1
+    );
     b.shutdown_token().cancel();
     run.await.unwrap();
     h.assert_audit_clean().await;

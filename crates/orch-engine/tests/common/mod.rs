@@ -328,7 +328,8 @@ pub async fn read_pid(path: &Path) -> i32 {
 /// test loudly (naming the URL) when no server answers: these tests never skip.
 pub async fn fresh_pg_database() -> String {
     use sqlx::Connection;
-    let admin = std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin =
+        std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL is required at ORCH_TEST_DATABASE_URL={admin}: {e}"));
