@@ -1,8 +1,1003 @@
-//! PostgreSQL backend (placeholder while SQLite lands).
-use crate::{Error, Result};
-pub(crate) struct PgStore;
+//! The PostgreSQL backend (`postgres://…`), for several nodes sharing one store.
+//!
+//! - Claims are one statement: a `FOR UPDATE SKIP LOCKED` pick of the oldest queued
+//!   jobs, their update, and their items' update, so concurrent claimers never wait
+//!   on each other and never take one job twice.
+//! - Locks are taken in one order everywhere, jobs before items, so the writers
+//!   cannot deadlock; a deadlock or serialization failure is still retried from the
+//!   start of the transaction as a safety net (bounded).
+//! - Wake-ups: every write that enqueues a job wakes this process's `work_signal`
+//!   and sends `NOTIFY orch_jobs`; a background `LISTEN` task wakes the signal on
+//!   other nodes' notifications. `create_item` notifies inside its transaction (so a
+//!   CLI that exits right after is still heard); the hot paths (`commit_transition`,
+//!   `release_job`) hand the notification to a background task that coalesces bursts
+//!   and sends it on its own connection with `synchronous_commit=off`. The reason:
+//!   PostgreSQL serialises every committing transaction that has a pending NOTIFY on
+//!   one global lock held through its WAL flush, which would cap transitions at the
+//!   single-connection commit rate. Notifications are hints; nodes poll as well.
+//! - Durability is the server's (`synchronous_commit=on` by default): a commit has
+//!   returned only once its WAL record is flushed.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::{EventKind, ItemKey, ItemStatus, JobStatus, Timestamp};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::common::{
+    self, active_job_from_row, event_columns, event_from_row, item_from_row, item_select, job_columns, job_columns_j,
+    job_from_row,
+};
+use crate::{
+    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, Page,
+    QueueStats, Result, RunInfo, Store, TransitionCommit,
+};
+
+/// Migrations embedded in the binary, in order. Forward-only.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The channel every enqueue notifies.
+const CHANNEL: &str = "orch_jobs";
+/// Connections per node: enough for the scheduler, finalizers, reaper and API.
+const POOL_CONNECTIONS: u32 = 16;
+/// How long a caller waits for a connection (or the first connect) before the store
+/// is reported unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts for a transaction that hit a deadlock or serialization failure.
+const TX_ATTEMPTS: u32 = 5;
+/// Longest pause between retries of a failed LISTEN connection.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Key of the advisory lock that serialises migrations across nodes.
+const MIGRATION_LOCK: i64 = 0x006f_7263_686d_6967; // "orchmig"
+
+/// The highest schema version this binary knows.
+fn known_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// A failure inside a transaction body: a driver error (maybe retryable) or a
+/// decided outcome.
+enum Fail {
+    Sql(sqlx::Error),
+    Store(Error),
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(e: sqlx::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Store(e)
+    }
+}
+
+type TxResult<T> = std::result::Result<T, Fail>;
+
+/// The event an owner write appends; its item is read back from the job row.
+struct OwnerEvent {
+    kind: EventKind,
+    reason: Option<String>,
+    data: serde_json::Value,
+}
+
+/// A PostgreSQL store: a connection pool plus the LISTEN and NOTIFY helper tasks.
+pub(crate) struct PgStore {
+    url: String,
+    pool: PgPool,
+    signal: Arc<Notify>,
+    /// Pokes the notifier task; a full channel means a notification is pending.
+    notify: mpsc::Sender<()>,
+    /// The LISTEN and NOTIFY tasks; aborted when the store is dropped.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 impl PgStore {
-    pub(crate) async fn open(url: &str) -> Result<std::sync::Arc<dyn crate::Store>> {
-        Err(Error::UnknownScheme { url: url.to_owned() })
+    /// Connects, applies migrations and starts the LISTEN/NOTIFY tasks.
+    pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>> {
+        let shown = common::redact(url);
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Unavailable { url: shown.clone(), reason: format!("bad URL: {e}") })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| common::map_err(&shown, e))?;
+        migrate(&pool, &shown).await?;
+        // Helper connections: one held by LISTEN, one for coalesced NOTIFYs that
+        // need not wait for a WAL flush (a lost hint costs one poll interval).
+        let aux = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(opts.options([("synchronous_commit", "off")]));
+        let signal = Arc::new(Notify::new());
+        let (notify, rx) = mpsc::channel(1);
+        let tasks = vec![
+            tokio::spawn(listen_task(aux.clone(), signal.clone(), shown.clone())),
+            tokio::spawn(notify_task(aux, rx, shown.clone())),
+        ];
+        Ok(Arc::new(Self { url: shown, pool, signal, notify, tasks }))
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        common::map_err(&self.url, e)
+    }
+
+    fn fail(&self, f: Fail) -> Error {
+        match f {
+            Fail::Sql(e) => self.err(e),
+            Fail::Store(e) => e,
+        }
+    }
+
+    /// Wakes local waiters at once and other nodes through NOTIFY (coalesced).
+    fn wake(&self) {
+        self.signal.notify_waiters();
+        let _ = self.notify.try_send(());
+    }
+
+    async fn begin(&self) -> TxResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Whether a failed attempt should be run again.
+    fn retry(&self, f: &Fail, attempt: u32, what: &str) -> bool {
+        let again = matches!(f, Fail::Sql(e) if common::is_retryable(e)) && attempt < TX_ATTEMPTS;
+        if again {
+            tracing::warn!(store = %self.url, attempt, what, "transaction hit a deadlock or serialization failure; retrying");
+        }
+        again
+    }
+
+    /// After a fenced write affected no row: NotFound if the job is missing, else
+    /// FencedOut.
+    async fn fenced_or_missing(conn: &mut PgConnection, job: JobId, epoch: i64) -> Fail {
+        match sqlx::query("SELECT 1 FROM jobs WHERE id = $1").bind(job.0).fetch_optional(conn).await {
+            Ok(None) => Fail::Store(Error::NotFound { what: format!("job {job}") }),
+            Ok(Some(_)) => Fail::Store(Error::FencedOut { job, epoch }),
+            Err(e) => Fail::Sql(e),
+        }
+    }
+
+    async fn fetch_jobs(
+        &self,
+        q: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<Job>> {
+        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn create_item_once(&self, new: &NewItem, attempts: &str, now: Timestamp) -> TxResult<ItemKey> {
+        let first_attempt = new.state.attempts_at(&new.state.stage).max(1);
+        let mut tx = self.begin().await?;
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO key_counters (prefix, last) VALUES ($1, 1) \
+             ON CONFLICT (prefix) DO UPDATE SET last = key_counters.last + 1 RETURNING last",
+        )
+        .bind(new.prefix.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let key = common::item_key(&new.prefix, number)?;
+        sqlx::query(
+            "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, \
+             attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+        )
+        .bind(key.to_string())
+        .bind(new.prefix.as_str())
+        .bind(number)
+        .bind(&new.repo)
+        .bind(new.kind.as_str())
+        .bind(&new.title)
+        .bind(&new.body)
+        .bind(new.state.track.as_str())
+        .bind(new.state.stage.as_str())
+        .bind(new.state.status.as_str())
+        .bind(new.state.version)
+        .bind(attempts)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        let mut created = NewEvent::new(key.clone(), EventKind::ItemCreated);
+        created.to = Some(new.state.stage.to_string());
+        created.data = json!({ "repo": new.repo, "kind": new.kind, "track": new.state.track });
+        insert_event(&mut tx, &created, now).await?;
+        enqueue(&mut tx, &key, new.state.stage.as_str(), first_attempt, now).await?;
+        // Transactional: delivered when (and only if) the item commits.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(key.to_string()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn claim_once(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> TxResult<Vec<Job>> {
+        let rows = sqlx::query(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT $4 \
+                FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                UPDATE jobs j SET status = 'running', owner = $1, epoch = j.epoch + 1, lease_expires_at = $2, \
+                heartbeat_at = $3, started_at = $3 FROM picked WHERE j.id = picked.id RETURNING ",
+            job_columns_j!(),
+            " ), marked AS ( \
+                UPDATE items SET status = 'running', updated_at = $3 WHERE key IN (SELECT item FROM claimed) \
+             ) SELECT ",
+            job_columns!(),
+            " FROM claimed"
+        ))
+        .bind(node)
+        .bind(now.add(lease_ttl).as_millis())
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.queued_at, j.id));
+        Ok(jobs)
+    }
+
+    /// Runs the owner write `sql` (which must `RETURNING item`) and appends `ev`
+    /// (item filled from the row) in one transaction.
+    async fn fenced_write_once(
+        &self,
+        job: JobId,
+        epoch: i64,
+        update: sqlx::query::QueryScalar<'static, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
+        gate: Option<&GateResult>,
+        ev: &OwnerEvent,
+        now: Timestamp,
+    ) -> TxResult<()> {
+        let mut tx = self.begin().await?;
+        let Some(item) = update.fetch_optional(&mut *tx).await? else {
+            return Err(Self::fenced_or_missing(&mut tx, job, epoch).await);
+        };
+        if let Some(result) = gate {
+            sqlx::query(
+                "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(job.0)
+            .bind(epoch)
+            .bind(&result.gate)
+            .bind(result.passed)
+            .bind(result.exit_code.map(i64::from))
+            .bind(result.metric)
+            .bind(result.duration_ms)
+            .bind(result.reason.as_deref())
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut event = NewEvent::new(key_of(&item)?, ev.kind);
+        event.job = Some(job);
+        event.epoch = Some(epoch);
+        event.reason = ev.reason.clone();
+        event.data = ev.data.clone();
+        insert_event(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_over_once(
+        &self,
+        job: JobId,
+        expected_epoch: i64,
+        node: &str,
+        now: Timestamp,
+        lease_ttl: Duration,
+        reason: &str,
+    ) -> TxResult<Option<Job>> {
+        let mut tx = self.begin().await?;
+        let previous: Option<Option<String>> = sqlx::query_scalar("SELECT owner FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(previous) = previous else { return Err(Error::NotFound { what: format!("job {job}") }.into()) };
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET owner = $3, epoch = epoch + 1, lease_expires_at = $4, heartbeat_at = $5 \
+             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING ",
+            job_columns!()
+        ))
+        .bind(job.0)
+        .bind(expected_epoch)
+        .bind(node)
+        .bind(now.add(lease_ttl).as_millis())
+        .bind(now.as_millis())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let taken = job_from_row(&row)?;
+        let mut ev = NewEvent::new(taken.item.clone(), EventKind::ReaperTookOver);
+        ev.job = Some(job);
+        ev.epoch = Some(taken.epoch);
+        ev.from = previous;
+        ev.to = Some(node.to_owned());
+        ev.reason = Some(reason.to_owned());
+        ev.data = json!({ "previous_epoch": expected_epoch, "status": taken.status });
+        insert_event(&mut tx, &ev, now).await?;
+        tx.commit().await?;
+        Ok(Some(taken))
+    }
+
+    async fn release_once(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> TxResult<()> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'queued', owner = NULL, epoch = epoch + 1, lease_expires_at = NULL, \
+             heartbeat_at = NULL, pid = NULL, pgid = NULL, proc_start = NULL, started_at = NULL, \
+             finished_at = NULL, exit_code = NULL, log_path = NULL, reason = $3 \
+             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item, epoch",
+        )
+        .bind(job.0)
+        .bind(epoch)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Err(Self::fenced_or_missing(&mut tx, job, epoch).await) };
+        let item: String = row.try_get("item")?;
+        let new_epoch: i64 = row.try_get("epoch")?;
+        sqlx::query("UPDATE items SET status = 'queued', updated_at = $2 WHERE key = $1")
+            .bind(&item)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        let mut ev = NewEvent::new(key_of(&item)?, EventKind::JobReleased);
+        ev.job = Some(job);
+        ev.epoch = Some(new_epoch);
+        ev.reason = Some(reason.to_owned());
+        insert_event(&mut tx, &ev, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_once(&self, commit: &TransitionCommit, attempts: &str, now: Timestamp) -> TxResult<CommitOutcome> {
+        let key = commit.item.to_string();
+        let mut tx = self.begin().await?;
+
+        // 1. The committer must still own its job; ending it is the fenced write.
+        if let Some(job) = &commit.job {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
+                 finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL \
+                 WHERE id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing')",
+            )
+            .bind(job.id.0)
+            .bind(job.epoch)
+            .bind(job.status.as_str())
+            .bind(job.reason.as_deref())
+            .bind(job.verdict.as_ref().map(Json))
+            .bind(now.as_millis())
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                let owner_item: Option<String> = sqlx::query_scalar("SELECT item FROM jobs WHERE id = $1")
+                    .bind(job.id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return match owner_item {
+                    None => Err(Error::NotFound { what: format!("job {}", job.id) }.into()),
+                    Some(other) if other != key => {
+                        Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)).into())
+                    }
+                    Some(_) => Ok(CommitOutcome::FencedOut),
+                };
+            }
+        }
+
+        // Lock order is jobs before items everywhere (claims lock the job, then its
+        // item), so the jobs a cancel will end are locked before the item.
+        if commit.cancel_active_jobs {
+            sqlx::query(
+                "SELECT id FROM jobs WHERE item = $1 AND status IN ('queued', 'running', 'finishing') \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&key)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+
+        // 2. The item must still be at the version the decision was made from.
+        let done = sqlx::query(
+            "UPDATE items SET track = $3, stage = $4, status = $5, version = $6, attempts = $7, updated_at = $8 \
+             WHERE key = $1 AND version = $2",
+        )
+        .bind(&key)
+        .bind(commit.expected_version)
+        .bind(commit.next.track.as_str())
+        .bind(commit.next.stage.as_str())
+        .bind(commit.next.status.as_str())
+        .bind(commit.next.version)
+        .bind(attempts)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            let exists =
+                sqlx::query("SELECT 1 FROM items WHERE key = $1").bind(&key).fetch_optional(&mut *tx).await?.is_some();
+            tx.rollback().await?;
+            return if exists {
+                Ok(CommitOutcome::Conflict)
+            } else {
+                Err(Error::NotFound { what: format!("item {key}") }.into())
+            };
+        }
+
+        // 3. Operator actions end whatever else is in flight, fencing its owner.
+        if commit.cancel_active_jobs {
+            let reason = format!("cancelled by the transition of {key} from version {}", commit.expected_version);
+            let cancelled = sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', epoch = epoch + 1, lease_expires_at = NULL, \
+                 finished_at = COALESCE(finished_at, $2), reason = $3 \
+                 WHERE item = $1 AND status IN ('queued', 'running', 'finishing') RETURNING id, epoch",
+            )
+            .bind(&key)
+            .bind(now.as_millis())
+            .bind(&reason)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in cancelled {
+                let mut ev = NewEvent::new(commit.item.clone(), EventKind::JobCancelled);
+                ev.job = Some(JobId(row.try_get("id")?));
+                ev.epoch = Some(row.try_get("epoch")?);
+                ev.reason = Some(reason.clone());
+                insert_event(&mut tx, &ev, now).await?;
+            }
+        }
+
+        // 4. The caller's events, owned by this item and job.
+        for ev in &commit.events {
+            let filled = NewEvent {
+                item: commit.item.clone(),
+                job: ev.job.or(commit.job.as_ref().map(|j| j.id)),
+                kind: ev.kind,
+                from: ev.from.clone(),
+                to: ev.to.clone(),
+                epoch: ev.epoch.or(commit.job.as_ref().map(|j| j.epoch)),
+                reason: ev.reason.clone(),
+                data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
+            };
+            insert_event(&mut tx, &filled, now).await?;
+        }
+
+        // 5. The next job.
+        let enqueued = match &commit.enqueue {
+            Some((stage, attempt)) => Some(enqueue(&mut tx, &commit.item, stage.as_str(), *attempt, now).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(CommitOutcome::Applied { enqueued })
+    }
+}
+
+/// Applies every embedded migration newer than the database's, in one transaction
+/// under an advisory lock, so nodes starting together do not race.
+async fn migrate(pool: &PgPool, url: &str) -> Result<()> {
+    let migration_err = |e: sqlx::Error| match common::map_err(url, e) {
+        e @ Error::Unavailable { .. } => e,
+        other => Error::Migration { url: url.to_owned(), reason: other.to_string() },
+    };
+    let mut tx = pool.begin().await.map_err(migration_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(migration_err)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(migration_err)?;
+    let found: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(migration_err)?;
+    let known = known_version();
+    if found > known {
+        return Err(Error::SchemaTooNew { url: url.to_owned(), found, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(migration_err)?;
+        // Bookkeeping only: the database's clock stamps when a migration ran.
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, applied_at) \
+             VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(migration_err)?;
+        tracing::info!(store = %url, version, "applied migration");
+    }
+    tx.commit().await.map_err(migration_err)
+}
+
+/// Wakes `signal` on every `orch_jobs` notification. Policy: runs until the store
+/// is dropped (aborted then); on error it logs, backs off (bounded) and reconnects,
+/// and wakes the signal anyway since notifications may have been missed meanwhile.
+async fn listen_task(pool: PgPool, signal: Arc<Notify>, url: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(store = %url, error = %e, "cannot connect for LISTEN; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(store = %url, error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        signal.notify_waiters();
+        loop {
+            match listener.recv().await {
+                Ok(_) => signal.notify_waiters(),
+                Err(e) => {
+                    tracing::warn!(store = %url, error = %e, "LISTEN connection lost; reconnecting");
+                    signal.notify_waiters();
+                    tokio::time::sleep(backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one `NOTIFY orch_jobs` per burst of pokes. Policy: runs until the store is
+/// dropped (aborted then) or every sender is gone; a failed NOTIFY is logged and
+/// dropped (other nodes poll).
+async fn notify_task(pool: PgPool, mut rx: mpsc::Receiver<()>, url: String) {
+    while rx.recv().await.is_some() {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
+            tracing::warn!(store = %url, error = %e, "NOTIFY failed; other nodes will find the job by polling");
+        }
+    }
+}
+
+async fn insert_event(conn: &mut PgConnection, ev: &NewEvent, now: Timestamp) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(now.as_millis())
+    .bind(ev.item.to_string())
+    .bind(ev.job.map(|j| j.0))
+    .bind(ev.kind.as_str())
+    .bind(ev.from.as_deref())
+    .bind(ev.to.as_deref())
+    .bind(ev.epoch)
+    .bind(ev.reason.as_deref())
+    .bind(Json(&ev.data))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Queues a job and appends its `job.queued`; returns the new id.
+async fn enqueue(
+    conn: &mut PgConnection,
+    item: &ItemKey,
+    stage: &str,
+    attempt: u32,
+    now: Timestamp,
+) -> TxResult<JobId> {
+    let id = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
+         VALUES ($1, $2, $3, 'queued', 0, $4) RETURNING id",
+    )
+    .bind(item.to_string())
+    .bind(stage)
+    .bind(i64::from(attempt))
+    .bind(now.as_millis())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| {
+        if common::is_unique_violation(&e) { Fail::Store(common::second_active_job(item)) } else { Fail::Sql(e) }
+    })?;
+    let id = JobId(id);
+    let mut ev = NewEvent::new(item.clone(), EventKind::JobQueued);
+    ev.job = Some(id);
+    ev.epoch = Some(0);
+    ev.to = Some(stage.to_owned());
+    ev.data = json!({ "attempt": attempt });
+    insert_event(conn, &ev, now).await?;
+    Ok(id)
+}
+
+fn key_of(s: &str) -> Result<ItemKey> {
+    ItemKey::from_str(s).map_err(|e| Error::Corrupt { table: "jobs", reason: format!("column item: {e}") })
+}
+
+/// Retries `$body` (an expression producing `TxResult<T>`) on deadlock or
+/// serialization failure, then maps the failure to `Error`.
+macro_rules! with_retry {
+    ($self:ident, $what:literal, $body:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $body {
+                Ok(v) => break Ok(v),
+                Err(f) if $self.retry(&f, attempt, $what) => attempt += 1,
+                Err(f) => break Err($self.fail(f)),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn work_signal(&self) -> Arc<Notify> {
+        self.signal.clone()
+    }
+
+    async fn create_item(&self, new: NewItem, now: Timestamp) -> Result<Item> {
+        let attempts = common::attempts_json(&new.state.attempts)?;
+        let key: ItemKey = with_retry!(self, "create_item", self.create_item_once(&new, &attempts, now).await)?;
+        self.signal.notify_waiters();
+        Ok(Item {
+            key,
+            repo: new.repo,
+            kind: new.kind,
+            title: new.title,
+            body: new.body,
+            track: new.state.track,
+            stage: new.state.stage,
+            status: new.state.status,
+            version: new.state.version,
+            attempts: new.state.attempts,
+            branch: None,
+            pr: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {
+        let row = sqlx::query(concat!(item_select!(), "WHERE i.key = $1"))
+            .bind(key.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.as_ref().map(item_from_row).transpose()
+    }
+
+    async fn list_items(&self, filter: &ItemFilter, page: Page) -> Result<Vec<Item>> {
+        let rows = sqlx::query(concat!(
+            item_select!(),
+            "WHERE ($1::TEXT IS NULL OR i.repo = $1) AND ($2::TEXT IS NULL OR i.stage = $2) \
+             AND ($3::TEXT IS NULL OR i.status = $3) ORDER BY i.prefix, i.number LIMIT $4 OFFSET $5"
+        ))
+        .bind(filter.repo.as_deref())
+        .bind(filter.stage.as_ref().map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    async fn set_branch(&self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
+        let done = sqlx::query("UPDATE items SET branch = $2, updated_at = $3 WHERE key = $1")
+            .bind(key.to_string())
+            .bind(branch)
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if done.rows_affected() == 1 { Ok(()) } else { Err(Error::NotFound { what: format!("item {key}") }) }
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        let q = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1")).bind(id.0);
+        Ok(self.fetch_jobs(q).await?.pop())
+    }
+
+    async fn jobs_for_item(&self, key: &ItemKey) -> Result<Vec<Job>> {
+        let q = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE item = $1 ORDER BY id"))
+            .bind(key.to_string());
+        self.fetch_jobs(q).await
+    }
+
+    async fn active_job(&self, key: &ItemKey) -> Result<Option<Job>> {
+        let q = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE item = $1 AND status IN ('queued', 'running', 'finishing')"
+        ))
+        .bind(key.to_string());
+        Ok(self.fetch_jobs(q).await?.pop())
+    }
+
+    async fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        with_retry!(self, "claim_jobs", self.claim_once(node, limit, now, lease_ttl).await)
+    }
+
+    async fn renew_leases(
+        &self,
+        node: &str,
+        jobs: &[(JobId, i64)],
+        now: Timestamp,
+        lease_ttl: Duration,
+    ) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
+        let epochs: Vec<i64> = jobs.iter().map(|(_, e)| *e).collect();
+        let renewed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = $3, heartbeat_at = $2 \
+             FROM UNNEST($1::BIGINT[], $5::BIGINT[]) AS r(id, epoch) \
+             WHERE jobs.id = r.id AND jobs.epoch = r.epoch AND jobs.owner = $4 \
+               AND jobs.status IN ('running', 'finishing') \
+             RETURNING jobs.id",
+        )
+        .bind(&ids)
+        .bind(now.as_millis())
+        .bind(now.add(lease_ttl).as_millis())
+        .bind(node)
+        .bind(&epochs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut renewed: Vec<JobId> = renewed.into_iter().map(JobId).collect();
+        renewed.sort();
+        renewed.dedup();
+        Ok(renewed)
+    }
+
+    async fn record_started(&self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()> {
+        let ev = OwnerEvent {
+            kind: EventKind::JobStarted,
+            reason: None,
+            data: json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path }),
+        };
+        with_retry!(self, "record_started", {
+            let update = sqlx::query_scalar(
+                "UPDATE jobs SET pid = $3, pgid = $4, proc_start = $5, log_path = $6, heartbeat_at = $7 \
+                 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
+            )
+            .bind(job.0)
+            .bind(epoch)
+            .bind(i64::from(run.pid))
+            .bind(i64::from(run.pgid))
+            .bind(run.proc_start)
+            .bind(run.log_path.clone())
+            .bind(now.as_millis());
+            self.fenced_write_once(job, epoch, update, None, &ev, now).await
+        })
+    }
+
+    async fn record_finished(&self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()> {
+        let ev = OwnerEvent {
+            kind: EventKind::JobFinished,
+            reason: exit.reason.clone(),
+            data: json!({ "exit_code": exit.exit_code }),
+        };
+        with_retry!(self, "record_finished", {
+            let update = sqlx::query_scalar(
+                "UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $4, reason = $5, \
+                 heartbeat_at = $3 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
+            )
+            .bind(job.0)
+            .bind(epoch)
+            .bind(now.as_millis())
+            .bind(exit.exit_code.map(i64::from))
+            .bind(exit.reason.clone());
+            self.fenced_write_once(job, epoch, update, None, &ev, now).await
+        })
+    }
+
+    async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
+        let kind = if result.passed { EventKind::GatePassed } else { EventKind::GateFailed };
+        let ev = OwnerEvent {
+            kind,
+            reason: result.reason.clone(),
+            data: json!({
+                "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
+                "duration_ms": result.duration_ms,
+            }),
+        };
+        with_retry!(self, "record_gate_result", {
+            let update = sqlx::query_scalar(
+                "UPDATE jobs SET heartbeat_at = $3 \
+                 WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item",
+            )
+            .bind(job.0)
+            .bind(epoch)
+            .bind(now.as_millis());
+            self.fenced_write_once(job, epoch, update, Some(&result), &ev, now).await
+        })
+    }
+
+    async fn take_over(
+        &self,
+        job: JobId,
+        expected_epoch: i64,
+        node: &str,
+        now: Timestamp,
+        lease_ttl: Duration,
+        reason: &str,
+    ) -> Result<Option<Job>> {
+        with_retry!(self, "take_over", self.take_over_once(job, expected_epoch, node, now, lease_ttl, reason).await)
+    }
+
+    async fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {
+        with_retry!(self, "release_job", self.release_once(job, epoch, reason, now).await)?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn commit_transition(&self, commit: TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
+        common::validate_commit(&commit)?;
+        let attempts = common::attempts_json(&commit.next.attempts)?;
+        let out = with_retry!(self, "commit_transition", self.commit_once(&commit, &attempts, now).await)?;
+        if matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    async fn append_events(&self, events: &[NewEvent], now: Timestamp) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for ev in events {
+            insert_event(&mut tx, ev, now).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn expired_running(&self, now: Timestamp, limit: u32) -> Result<Vec<Job>> {
+        let q = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at, id LIMIT $2"
+        ))
+        .bind(now.as_millis())
+        .bind(i64::from(limit));
+        self.fetch_jobs(q).await
+    }
+
+    async fn stale_finishing(&self, finished_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
+        let q = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE status = 'finishing' AND finished_at < $1 ORDER BY finished_at, id LIMIT $2"
+        ))
+        .bind(finished_before.as_millis())
+        .bind(i64::from(limit));
+        self.fetch_jobs(q).await
+    }
+
+    async fn overdue(&self, started_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
+        let q = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE status IN ('running', 'finishing') AND started_at < $1 ORDER BY started_at, id LIMIT $2"
+        ))
+        .bind(started_before.as_millis())
+        .bind(i64::from(limit));
+        self.fetch_jobs(q).await
+    }
+
+    async fn jobs_owned_by(&self, node: &str) -> Result<Vec<Job>> {
+        let q = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE status IN ('running', 'finishing') AND owner = $1 ORDER BY id"
+        ))
+        .bind(node.to_owned());
+        self.fetch_jobs(q).await
+    }
+
+    async fn events_for_item(&self, key: &ItemKey) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE item = $1 ORDER BY seq"))
+            .bind(key.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        // Seqs come from a sequence, so concurrent writers can commit seq n+1 before
+        // seq n. Handing out n+1 first would let a tailing reader skip n for ever.
+        // An event is handed out only once every transaction that was still writing
+        // when it committed has ended: its xid is below the snapshot's xmin (the
+        // oldest transaction still running). The cost is a delay of as long as the
+        // oldest open write transaction on the server (milliseconds for orch's own).
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE seq > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        // One snapshot, so the counts agree with each other.
+        let mut tx =
+            self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(|e| self.err(e))?;
+        let items: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM items GROUP BY status")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let stages: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let jobs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let active = sqlx::query(
+            "SELECT id, item, stage, status, owner, epoch, started_at, lease_expires_at FROM jobs \
+             WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(QueueStats {
+            items_by_status: common::counts_with_zeroes(ItemStatus::ALL.iter().map(|s| s.as_str()), items),
+            items_by_stage: stages.into_iter().collect(),
+            jobs_by_status: common::counts_with_zeroes(JobStatus::ALL.iter().map(|s| s.as_str()), jobs),
+            active_jobs: active.iter().map(active_job_from_row).collect::<Result<_>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let files = std::fs::read_dir(dir).unwrap().count();
+        assert_eq!(files, MIGRATIONS.len(), "add new migration files to MIGRATIONS");
     }
 }

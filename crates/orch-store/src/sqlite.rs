@@ -306,8 +306,8 @@ impl Store for SqliteStore {
         let mut created = NewEvent::new(key.clone(), EventKind::ItemCreated);
         created.to = Some(new.state.stage.to_string());
         created.data = json!({ "repo": new.repo, "kind": new.kind, "track": new.state.track });
-        self.insert_event(&mut *tx, &created, now).await?;
-        self.enqueue(&mut *tx, &key, new.state.stage.as_str(), first_attempt, now).await?;
+        self.insert_event(&mut tx, &created, now).await?;
+        self.enqueue(&mut tx, &key, new.state.stage.as_str(), first_attempt, now).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.signal.notify_waiters();
         Ok(Item {
@@ -477,12 +477,12 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(&mut *tx, job, epoch).await) };
+        let Some(item) = item else { return Err(self.fenced_or_missing(&mut tx, job, epoch).await) };
         let mut ev = NewEvent::new(common_key(&item)?, EventKind::JobStarted);
         ev.job = Some(job);
         ev.epoch = Some(epoch);
         ev.data = json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path });
-        self.insert_event(&mut *tx, &ev, now).await?;
+        self.insert_event(&mut tx, &ev, now).await?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 
@@ -500,13 +500,13 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(&mut *tx, job, epoch).await) };
+        let Some(item) = item else { return Err(self.fenced_or_missing(&mut tx, job, epoch).await) };
         let mut ev = NewEvent::new(common_key(&item)?, EventKind::JobFinished);
         ev.job = Some(job);
         ev.epoch = Some(epoch);
         ev.reason = exit.reason;
         ev.data = json!({ "exit_code": exit.exit_code });
-        self.insert_event(&mut *tx, &ev, now).await?;
+        self.insert_event(&mut tx, &ev, now).await?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 
@@ -522,7 +522,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(&mut *tx, job, epoch).await) };
+        let Some(item) = item else { return Err(self.fenced_or_missing(&mut tx, job, epoch).await) };
         sqlx::query(
             "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -548,7 +548,7 @@ impl Store for SqliteStore {
             "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
             "duration_ms": result.duration_ms,
         });
-        self.insert_event(&mut *tx, &ev, now).await?;
+        self.insert_event(&mut tx, &ev, now).await?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 
@@ -593,7 +593,7 @@ impl Store for SqliteStore {
         ev.to = Some(node.to_owned());
         ev.reason = Some(reason.to_owned());
         ev.data = json!({ "previous_epoch": expected_epoch, "status": taken.status });
-        self.insert_event(&mut *tx, &ev, now).await?;
+        self.insert_event(&mut tx, &ev, now).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Some(taken))
     }
@@ -612,7 +612,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let Some(row) = row else { return Err(self.fenced_or_missing(&mut *tx, job, epoch).await) };
+        let Some(row) = row else { return Err(self.fenced_or_missing(&mut tx, job, epoch).await) };
         let item: String = row.try_get("item").map_err(|e| self.err(e))?;
         let new_epoch: i64 = row.try_get("epoch").map_err(|e| self.err(e))?;
         sqlx::query("UPDATE items SET status = 'queued', updated_at = $2 WHERE key = $1")
@@ -625,7 +625,7 @@ impl Store for SqliteStore {
         ev.job = Some(job);
         ev.epoch = Some(new_epoch);
         ev.reason = Some(reason.to_owned());
-        self.insert_event(&mut *tx, &ev, now).await?;
+        self.insert_event(&mut tx, &ev, now).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.signal.notify_waiters();
         Ok(())
@@ -721,7 +721,7 @@ impl Store for SqliteStore {
                 ev.job = Some(JobId(row.try_get("id").map_err(|e| self.err(e))?));
                 ev.epoch = Some(row.try_get("epoch").map_err(|e| self.err(e))?);
                 ev.reason = Some(reason.clone());
-                self.insert_event(&mut *tx, &ev, now).await?;
+                self.insert_event(&mut tx, &ev, now).await?;
             }
         }
 
@@ -737,12 +737,12 @@ impl Store for SqliteStore {
                 reason: ev.reason.clone(),
                 data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
             };
-            self.insert_event(&mut *tx, &filled, now).await?;
+            self.insert_event(&mut tx, &filled, now).await?;
         }
 
         // 5. The next job.
         let enqueued = match &commit.enqueue {
-            Some((stage, attempt)) => Some(self.enqueue(&mut *tx, &commit.item, stage.as_str(), *attempt, now).await?),
+            Some((stage, attempt)) => Some(self.enqueue(&mut tx, &commit.item, stage.as_str(), *attempt, now).await?),
             None => None,
         };
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -758,7 +758,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.begin().await?;
         for ev in events {
-            self.insert_event(&mut *tx, ev, now).await?;
+            self.insert_event(&mut tx, ev, now).await?;
         }
         tx.commit().await.map_err(|e| self.err(e))
     }

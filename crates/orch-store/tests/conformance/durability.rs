@@ -47,10 +47,10 @@ pub(crate) async fn acknowledged_items_survive_kill_9(db: &TestDb) {
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(key) = line.strip_prefix("KEY ") {
-                if tx.send(key.to_owned()).is_err() {
-                    break;
-                }
+            if let Some(key) = line.strip_prefix("KEY ")
+                && tx.send(key.to_owned()).is_err()
+            {
+                break;
             }
         }
     });

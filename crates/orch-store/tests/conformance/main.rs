@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod durability;
+mod pg_only;
 mod specs;
 mod support;
 

@@ -376,13 +376,27 @@ pub(crate) async fn events_are_ordered_and_filled(db: &TestDb) {
     assert_eq!(events[5].reason.as_deref(), Some("tests failed"));
     assert_eq!(events[5].data["gate"], json!("coverage"));
 
-    let all = store.events_since(0, 1000).await.unwrap();
-    assert_eq!(all.len(), events.len() + 2, "the other item's two events are in the global log");
+    let all = events_since_settled(store, events.len() + 2).await;
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(all.iter().any(|e| e.item == other.key));
     let page = store.events_since(all[2].seq, 3).await.unwrap();
     assert_eq!(page, all[3..6].to_vec());
     assert!(store.events_since(all.last().unwrap().seq, 10).await.unwrap().is_empty());
+}
+
+/// Reads the whole log once it holds `n` events. PostgreSQL hands an event out only
+/// once no transaction that could still commit a lower seq is running on the server
+/// (other tests' included), which may take a few milliseconds.
+async fn events_since_settled(store: &dyn Store, n: usize) -> Vec<orch_store::Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = store.events_since(0, 1000).await.unwrap();
+        if all.len() >= n || tokio::time::Instant::now() > deadline {
+            assert_eq!(all.len(), n, "events_since(0) after the writes settled");
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A commit that ends its job and enqueues the next stage: the job is done with its
@@ -608,7 +622,7 @@ pub(crate) async fn refuses_invalid_requests(db: &TestDb) {
     let store = &*db.store;
     let job = claimed(store, "SHOP", 1, "a").await.remove(0);
     let other = store.create_item(new_item("SHOP", "other"), T0).await.unwrap();
-    let events_before = store.events_since(0, 1000).await.unwrap();
+    let events_before = events_since_settled(store, 4).await;
 
     // An enqueue while the item's job is still active (no cancel asked).
     let dup = advance(&job.item, 1, None);
@@ -629,7 +643,7 @@ pub(crate) async fn refuses_invalid_requests(db: &TestDb) {
     assert!(matches!(store.record_started(JobId(777_777), 1, run_info(1), at(1)).await, Err(Error::NotFound { .. })));
     assert!(matches!(store.take_over(JobId(777_777), 1, "b", at(1), TTL, "x").await, Err(Error::NotFound { .. })));
 
-    assert_eq!(store.events_since(0, 1000).await.unwrap(), events_before);
+    assert_eq!(events_since_settled(store, events_before.len()).await, events_before);
     assert_eq!(store.get_job(job.id).await.unwrap().unwrap().status, JobStatus::Running);
     assert_eq!(store.get_item(&job.item).await.unwrap().unwrap().version, 1);
 }
