@@ -1,7 +1,6 @@
 //! What every verb that works on a deployment needs: the config (file plus
 //! `ORCH_*` environment), the store it names, this node's id, and a runtime.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,20 +8,14 @@ use anyhow::Context as _;
 use orch_core::config::Config;
 use orch_store::Store;
 
-/// The `ORCH_*` variables of this process, for the config's override layer.
-pub(crate) fn orch_env() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("ORCH_")).collect()
-}
-
-/// Reads and validates the config at `path`.
+/// Reads and validates the config at `path` with the process's `ORCH_*` overrides.
 ///
 /// # Errors
 /// A missing file (with a hint to run `orch init`), or every diagnostic found.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read config {}: run `orch init` to create one, or pass --config PATH", path.display())
-    })?;
-    Ok(orch_core::config::load(path, &text, &orch_env())?)
+    let env = crate::config::orch_env();
+    crate::config::warn_stray_overrides(&env);
+    Ok(crate::config::load(path, &env)??)
 }
 
 /// Opens (and migrates) the store the config names.

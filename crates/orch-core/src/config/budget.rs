@@ -68,7 +68,8 @@ impl Config {
                     .flatten()
                     .filter_map(|g| self.gates.get(g).map(|gc| GateBudget { name: g.clone(), timeout_s: gc.timeout_s }))
                     .collect();
-                let gates_s: f64 = gates.iter().map(|g| g.timeout_s).sum();
+                // A fold from +0.0: `Sum` for floats starts at -0.0, which would print as `-0`.
+                let gates_s = gates.iter().fold(0.0, |sum, g| sum + g.timeout_s);
                 let total_s = agent_timeout_s + gates_s + grace;
                 out.push(StageBudget {
                     track: track.clone(),
