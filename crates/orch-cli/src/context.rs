@@ -13,6 +13,10 @@ use orch_store::Store;
 /// # Errors
 /// A missing file (with a hint to run `orch init`), or every diagnostic found.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    // Absolute, so relative agent commands, data_dir and SQLite paths resolve
+    // against the config's folder whatever directory an agent later runs in.
+    let path = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let path = path.as_path();
     let env = crate::config::orch_env();
     crate::config::warn_stray_overrides(&env);
     Ok(crate::config::load(path, &env)??)
