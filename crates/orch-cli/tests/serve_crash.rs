@@ -63,14 +63,19 @@ key = "SHOP"
 path = "."
 [agents.analyst]
 command = ["./agents/pass.sh"]
+timeout_s = 60
 [agents.architect]
 command = ["./agents/pass.sh"]
+timeout_s = 60
 [agents.developer]
 command = ["./agents/developer.sh"]
+timeout_s = 60
 [agents.tester]
 command = ["./agents/pass.sh"]
+timeout_s = 60
 [agents.deployer]
 command = ["./agents/pass.sh"]
+timeout_s = 60
 "#;
 
 #[test]
