@@ -28,12 +28,11 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// The store's error, which names the URL.
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.store_url_resolved();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if let Some(parent) = Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-        }
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     Ok(orch_store::open(&url).await?)
 }

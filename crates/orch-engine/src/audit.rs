@@ -60,14 +60,14 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
                 walk.stage = e.data.get("stage").and_then(|v| v.as_str()).map(StageName::from);
             }
             EventKind::JobStarted | EventKind::JobFinished => {
-                if let (Some(job), Some(epoch)) = (e.job, e.epoch) {
-                    if !job_epoch_writes.insert((job.0, epoch, kind.as_str())) {
-                        breach(
-                            "I3",
-                            vec![e.seq],
-                            format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()),
-                        );
-                    }
+                if let (Some(job), Some(epoch)) = (e.job, e.epoch)
+                    && !job_epoch_writes.insert((job.0, epoch, kind.as_str()))
+                {
+                    breach(
+                        "I3",
+                        vec![e.seq],
+                        format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()),
+                    );
                 }
             }
             EventKind::PrMerged => walk.merged_at = Some(e.seq),
@@ -76,10 +76,10 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
         if !kind.is_transition() {
             continue;
         }
-        if let Some(version) = e.data.get("version").and_then(serde_json::Value::as_i64) {
-            if let Some(prev) = walk.versions.insert(version, e.seq) {
-                breach("I2", vec![prev, e.seq], format!("two transitions from version {version}"));
-            }
+        if let Some(version) = e.data.get("version").and_then(serde_json::Value::as_i64)
+            && let Some(prev) = walk.versions.insert(version, e.seq)
+        {
+            breach("I2", vec![prev, e.seq], format!("two transitions from version {version}"));
         }
         if let Some(job) = e.job {
             let seqs = commits_per_job.entry(job.0).or_default();
@@ -88,10 +88,10 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
                 breach("I3", seqs.clone(), format!("job {job} committed {} transitions", seqs.len()));
             }
         }
-        if let Some(merged) = walk.merged_at {
-            if matches!(kind, EventKind::ItemRolledBack | EventKind::ItemCancelled) {
-                breach("I4", vec![merged, e.seq], format!("{} after the pull request merged", kind.as_str()));
-            }
+        if let Some(merged) = walk.merged_at
+            && matches!(kind, EventKind::ItemRolledBack | EventKind::ItemCancelled)
+        {
+            breach("I4", vec![merged, e.seq], format!("{} after the pull request merged", kind.as_str()));
         }
         if let Err(msg) = check_step(config, walk, kind, e) {
             breach("I1", vec![e.seq], msg);
@@ -110,10 +110,10 @@ fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> R
         .or_else(|| walk.track.clone())
         .ok_or_else(|| format!("{} with no known track", kind.as_str()))?;
     let from = from.ok_or_else(|| format!("{} without a from stage", kind.as_str()))?;
-    if let Some(cur) = &walk.stage {
-        if cur != &from {
-            return Err(format!("{} from {from}, but the item was at {cur}", kind.as_str()));
-        }
+    if let Some(cur) = &walk.stage
+        && cur != &from
+    {
+        return Err(format!("{} from {from}, but the item was at {cur}", kind.as_str()));
     }
     let next = config.next_after(&track, &from).ok_or_else(|| format!("stage {from} is not on track {track}"))?;
     let to_stage = to.map(StageName::from);

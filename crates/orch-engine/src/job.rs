@@ -129,7 +129,7 @@ async fn stopped(ctx: &Ctx, job: &Job) -> Result<(), Error> {
 
 /// The job as the store has it now (exit code, reason, finished_at).
 async fn refetch(ctx: &Ctx, job: &Job) -> Result<Job, Error> {
-    let mut fresh = ctx.store.get_job(job.id).await?.ok_or_else(|| Error::Vanished(job.id))?;
+    let mut fresh = ctx.store.get_job(job.id).await?.ok_or(Error::Vanished(job.id))?;
     // Keep the epoch we hold: if the row moved on, our writes will be fenced.
     fresh.epoch = job.epoch;
     Ok(fresh)
