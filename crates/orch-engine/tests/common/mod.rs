@@ -283,16 +283,20 @@ pub struct CrashableNode {
 
 impl CrashableNode {
     pub fn start(h: &Harness, id: &str) -> Self {
+        Self::start_with(h, h.node_opts(id), Arc::new(h.clock.clone()))
+    }
+
+    /// A node with its own options and clock (the chaos test runs the reaper on
+    /// its interval against the system clock).
+    pub fn start_with(h: &Harness, opts: NodeOptions, clock: Arc<dyn orch_engine::Clock>) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let url = h.url.clone();
         let config = h.config.clone();
-        let clock = h.clock.clone();
-        let opts = h.node_opts(id);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             rt.block_on(async move {
                 let store = orch_store::open(&url).await.unwrap();
-                let node = Node::new(store, config, Arc::new(clock), opts);
+                let node = Node::new(store, config, clock, opts);
                 tokio::select! {
                     r = node.run() => r.unwrap(),
                     _ = rx => {}
