@@ -57,7 +57,7 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
         match kind {
             EventKind::ItemCreated => {
                 walk.track = e.data.get("track").and_then(|v| v.as_str()).map(TrackName::from);
-                walk.stage = e.data.get("stage").and_then(|v| v.as_str()).map(StageName::from);
+                walk.stage = e.data.get("stage").and_then(|v| v.as_str()).or(e.to.as_deref()).map(StageName::from);
             }
             EventKind::JobStarted | EventKind::JobFinished => {
                 if let (Some(job), Some(epoch)) = (e.job, e.epoch)
