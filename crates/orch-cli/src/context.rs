@@ -1,7 +1,6 @@
 //! What every verb that works on a deployment needs: the config (file plus
 //! `ORCH_*` environment), the store it names, this node's id, and a runtime.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,20 +8,18 @@ use anyhow::Context as _;
 use orch_core::config::Config;
 use orch_store::Store;
 
-/// The `ORCH_*` variables of this process, for the config's override layer.
-pub(crate) fn orch_env() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("ORCH_")).collect()
-}
-
-/// Reads and validates the config at `path`.
+/// Reads and validates the config at `path` with the process's `ORCH_*` overrides.
 ///
 /// # Errors
 /// A missing file (with a hint to run `orch init`), or every diagnostic found.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read config {}: run `orch init` to create one, or pass --config PATH", path.display())
-    })?;
-    Ok(orch_core::config::load(path, &text, &orch_env())?)
+    // Absolute, so relative agent commands, data_dir and SQLite paths resolve
+    // against the config's folder whatever directory an agent later runs in.
+    let path = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let path = path.as_path();
+    let env = crate::config::orch_env();
+    crate::config::warn_stray_overrides(&env);
+    Ok(crate::config::load(path, &env)??)
 }
 
 /// Opens (and migrates) the store the config names.
@@ -31,12 +28,11 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// The store's error, which names the URL.
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.store_url_resolved();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if let Some(parent) = Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-        }
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     Ok(orch_store::open(&url).await?)
 }

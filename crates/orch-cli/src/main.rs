@@ -2,6 +2,7 @@
 //! process's exit code (0 success, 1 a failed check or command, 2 usage errors).
 
 mod cmd;
+mod config;
 mod context;
 
 use std::path::PathBuf;

@@ -57,17 +57,17 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
         match kind {
             EventKind::ItemCreated => {
                 walk.track = e.data.get("track").and_then(|v| v.as_str()).map(TrackName::from);
-                walk.stage = e.data.get("stage").and_then(|v| v.as_str()).map(StageName::from);
+                walk.stage = e.data.get("stage").and_then(|v| v.as_str()).or(e.to.as_deref()).map(StageName::from);
             }
             EventKind::JobStarted | EventKind::JobFinished => {
-                if let (Some(job), Some(epoch)) = (e.job, e.epoch) {
-                    if !job_epoch_writes.insert((job.0, epoch, kind.as_str())) {
-                        breach(
-                            "I3",
-                            vec![e.seq],
-                            format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()),
-                        );
-                    }
+                if let (Some(job), Some(epoch)) = (e.job, e.epoch)
+                    && !job_epoch_writes.insert((job.0, epoch, kind.as_str()))
+                {
+                    breach(
+                        "I3",
+                        vec![e.seq],
+                        format!("job {job} had {} written twice at epoch {epoch}", kind.as_str()),
+                    );
                 }
             }
             EventKind::PrMerged => walk.merged_at = Some(e.seq),
@@ -76,10 +76,10 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
         if !kind.is_transition() {
             continue;
         }
-        if let Some(version) = e.data.get("version").and_then(serde_json::Value::as_i64) {
-            if let Some(prev) = walk.versions.insert(version, e.seq) {
-                breach("I2", vec![prev, e.seq], format!("two transitions from version {version}"));
-            }
+        if let Some(version) = e.data.get("version").and_then(serde_json::Value::as_i64)
+            && let Some(prev) = walk.versions.insert(version, e.seq)
+        {
+            breach("I2", vec![prev, e.seq], format!("two transitions from version {version}"));
         }
         if let Some(job) = e.job {
             let seqs = commits_per_job.entry(job.0).or_default();
@@ -88,10 +88,10 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
                 breach("I3", seqs.clone(), format!("job {job} committed {} transitions", seqs.len()));
             }
         }
-        if let Some(merged) = walk.merged_at {
-            if matches!(kind, EventKind::ItemRolledBack | EventKind::ItemCancelled) {
-                breach("I4", vec![merged, e.seq], format!("{} after the pull request merged", kind.as_str()));
-            }
+        if let Some(merged) = walk.merged_at
+            && matches!(kind, EventKind::ItemRolledBack | EventKind::ItemCancelled)
+        {
+            breach("I4", vec![merged, e.seq], format!("{} after the pull request merged", kind.as_str()));
         }
         if let Err(msg) = check_step(config, walk, kind, e) {
             breach("I1", vec![e.seq], msg);
@@ -110,10 +110,10 @@ fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> R
         .or_else(|| walk.track.clone())
         .ok_or_else(|| format!("{} with no known track", kind.as_str()))?;
     let from = from.ok_or_else(|| format!("{} without a from stage", kind.as_str()))?;
-    if let Some(cur) = &walk.stage {
-        if cur != &from {
-            return Err(format!("{} from {from}, but the item was at {cur}", kind.as_str()));
-        }
+    if let Some(cur) = &walk.stage
+        && cur != &from
+    {
+        return Err(format!("{} from {from}, but the item was at {cur}", kind.as_str()));
     }
     let next = config.next_after(&track, &from).ok_or_else(|| format!("stage {from} is not on track {track}"))?;
     let to_stage = to.map(StageName::from);
@@ -147,4 +147,104 @@ fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> R
         _ => to_stage.or(Some(from)),
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orch_core::Timestamp;
+    use serde_json::json;
+
+    fn config() -> Config {
+        let text = "[[repos]]\nname = \"shop\"\nkey = \"SHOP\"\npath = \".\"\n\
+                    [[edges]]\nfrom = \"testing\"\nto = \"deploy-staging\"\ngates = []\non_fail = \"development\"\n\
+                    [agents.analyst]\ncommand = [\"a\"]\n[agents.architect]\ncommand = [\"a\"]\n\
+                    [agents.developer]\ncommand = [\"a\"]\n[agents.tester]\ncommand = [\"a\"]\n[agents.deployer]\ncommand = [\"a\"]\n";
+        orch_core::config::load(std::path::Path::new("orch.toml"), text, &Default::default()).unwrap()
+    }
+
+    fn ev(seq: i64, kind: &str, from: &str, to: &str, version: i64, job: i64) -> Event {
+        Event {
+            seq,
+            at: Timestamp::from_millis(seq),
+            item: "SHOP-1".parse().unwrap(),
+            job: Some(orch_store::JobId(job)),
+            kind: kind.into(),
+            from: Some(from.into()),
+            to: Some(to.into()),
+            epoch: Some(1),
+            reason: None,
+            data: json!({ "version": version, "track": "quick" }),
+        }
+    }
+
+    fn created() -> Event {
+        Event {
+            seq: 0,
+            at: Timestamp::from_millis(0),
+            item: "SHOP-1".parse().unwrap(),
+            job: None,
+            kind: "item.created".into(),
+            from: None,
+            to: Some("development".into()),
+            epoch: None,
+            reason: None,
+            data: json!({ "track": "quick", "stage": "development" }),
+        }
+    }
+
+    #[test]
+    fn a_valid_walk_passes() {
+        let events = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            ev(2, "item.rolled_back", "testing", "development", 2, 2),
+            ev(3, "item.advanced", "development", "testing", 3, 3),
+            ev(4, "item.advanced", "testing", "deploy-staging", 4, 4),
+        ];
+        assert_eq!(audit(&config(), &events), vec![]);
+    }
+
+    #[test]
+    fn two_transitions_from_one_version_breach_i2_and_one_job_twice_breaches_i3() {
+        let events = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            ev(2, "item.rolled_back", "testing", "development", 1, 1),
+        ];
+        let found: Vec<&str> = audit(&config(), &events).iter().map(|b| b.invariant).collect();
+        assert!(found.contains(&"I2"), "{found:?}");
+        assert!(found.contains(&"I3"), "{found:?}");
+    }
+
+    #[test]
+    fn skipping_a_stage_or_rolling_back_off_graph_breaches_i1() {
+        let skip = vec![created(), ev(1, "item.advanced", "development", "deploy", 1, 1)];
+        assert_eq!(audit(&config(), &skip)[0].invariant, "I1");
+        let bad_rollback = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            ev(2, "item.advanced", "testing", "deploy-staging", 2, 2),
+            ev(3, "item.rolled_back", "deploy-staging", "testing", 3, 3),
+        ];
+        let b = audit(&config(), &bad_rollback);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!((b[0].invariant, b[0].events.clone()), ("I1", vec![3]));
+        let discontinuous = vec![created(), ev(1, "item.advanced", "testing", "deploy-staging", 1, 1)];
+        assert_eq!(audit(&config(), &discontinuous)[0].invariant, "I1");
+    }
+
+    #[test]
+    fn rollback_after_merge_breaches_i4() {
+        let mut merged = ev(2, "pr.merged", "", "", 0, 1);
+        merged.data = json!({});
+        let events = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            merged,
+            ev(3, "item.rolled_back", "testing", "development", 2, 2),
+        ];
+        let found: Vec<&str> = audit(&config(), &events).iter().map(|b| b.invariant).collect();
+        assert_eq!(found, vec!["I4"]);
+    }
 }

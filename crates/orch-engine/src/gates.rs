@@ -77,7 +77,7 @@ async fn run_gate(
         ("ORCH_WORKTREE".to_owned(), workdir.display().to_string()),
         ("ORCH_GATE".to_owned(), name.to_string()),
     ];
-    let command = crate::job::resolve_command(ctx, &gate.command);
+    let command = ctx.config.resolve_argv(&gate.command);
     let mut spawned = match process::spawn(&command, workdir, &env, &log) {
         Ok(s) => s,
         Err(e) => return Some(fail(format!("gate {name} could not start: {e}"), None, None)),

@@ -64,7 +64,7 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
             ("ORCH_PROMPT_FILE".to_owned(), prompt_path.display().to_string()),
             ("ORCH_VERDICT_FILE".to_owned(), verdict_path.display().to_string()),
         ];
-        let command = resolve_command(ctx, &agent.command);
+        let command = ctx.config.resolve_argv(&agent.command);
         match process::spawn(&command, &workdir, &env, &log_path) {
             Err(e) => {
                 warn!(item = %job.item, job = %id, epoch, error = %e, "agent could not start");
@@ -129,21 +129,8 @@ async fn stopped(ctx: &Ctx, job: &Job) -> Result<(), Error> {
 
 /// The job as the store has it now (exit code, reason, finished_at).
 async fn refetch(ctx: &Ctx, job: &Job) -> Result<Job, Error> {
-    let mut fresh = ctx.store.get_job(job.id).await?.ok_or_else(|| Error::Vanished(job.id))?;
+    let mut fresh = ctx.store.get_job(job.id).await?.ok_or(Error::Vanished(job.id))?;
     // Keep the epoch we hold: if the row moved on, our writes will be fenced.
     fresh.epoch = job.epoch;
     Ok(fresh)
-}
-
-/// A relative program path (`./agents/dev.sh`) is relative to the config's folder,
-/// not to the item's working directory the agent runs in.
-pub(crate) fn resolve_command(ctx: &Ctx, argv: &[String]) -> Vec<String> {
-    let mut out = argv.to_vec();
-    if let Some(first) = out.first_mut() {
-        if first.starts_with("./") || first.starts_with("../") {
-            let base = ctx.config.source.parent().unwrap_or(std::path::Path::new("."));
-            *first = base.join(&*first).display().to_string();
-        }
-    }
-    out
 }

@@ -45,11 +45,11 @@ pub(crate) async fn renew_once(ctx: &Ctx) {
             let renewed: HashSet<_> = renewed.into_iter().collect();
             let map = ctx.owned_map();
             for (id, epoch) in &held {
-                if !renewed.contains(id) || newest.get(id) != Some(epoch) {
-                    if let Some(o) = map.get(&(*id, *epoch)) {
-                        warn!(job = %id, epoch, "lease lost: job was taken over, cancelled or ended elsewhere");
-                        o.lost.cancel();
-                    }
+                if (!renewed.contains(id) || newest.get(id) != Some(epoch))
+                    && let Some(o) = map.get(&(*id, *epoch))
+                {
+                    warn!(job = %id, epoch, "lease lost: job was taken over, cancelled or ended elsewhere");
+                    o.lost.cancel();
                 }
             }
             debug!(renewed = renewed.len(), "leases renewed");

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::node::Ctx;
 
 pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) -> Result<(), Error> {
-    let item = ctx.store.get_item(&job.item).await?.ok_or_else(|| Error::Vanished(job.id))?;
+    let item = ctx.store.get_item(&job.item).await?.ok_or(Error::Vanished(job.id))?;
     let jobs = ctx.store.jobs_for_item(&job.item).await?;
     let mut text = String::new();
     let _ = writeln!(text, "# {} — {}\n", item.key, item.title);

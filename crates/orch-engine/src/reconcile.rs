@@ -19,10 +19,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
         if current.contains(&job.id) {
             continue; // already owned by this incarnation (e.g. taken over just now)
         }
-        if let (Some(pid), Some(pgid)) = (job.pid, job.pgid) {
-            if process::kill_recorded_group(pid, pgid, job.proc_start) {
-                info!(item = %job.item, job = %job.id, pgid, "killed orphaned agent group of previous incarnation");
-            }
+        if let (Some(pid), Some(pgid)) = (job.pid, job.pgid)
+            && process::kill_recorded_group(pid, pgid, job.proc_start)
+        {
+            info!(item = %job.item, job = %job.id, pgid, "killed orphaned agent group of previous incarnation");
         }
         match job.status {
             JobStatus::Running => {

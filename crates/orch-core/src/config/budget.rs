@@ -12,15 +12,20 @@ use crate::names::{GateName, RoleName, StageName, TrackName};
 /// One gate's share of a stage's budget.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GateBudget {
+    /// The gate, as named on the edge.
     pub name: GateName,
+    /// Its `timeout_s`: the longest it can hold up the stage.
     pub timeout_s: f64,
 }
 
 /// The worst-case time of one stage on one track, compared with `max_running_s`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StageBudget {
+    /// The track; a stage's exit edge, and so its gates, depend on the track.
     pub track: TrackName,
+    /// The stage whose job this budget bounds.
     pub stage: StageName,
+    /// The role whose agent runs the stage.
     pub role: RoleName,
     /// The agent's `timeout_s`; 0 for adapter `none`, which runs no process.
     pub agent_timeout_s: f64,
@@ -30,9 +35,11 @@ pub struct StageBudget {
     pub gates: Vec<GateBudget>,
     /// Σ of the gates' `timeout_s`.
     pub gates_s: f64,
+    /// `reaper.finalize_grace_s`: finalization may take this long before Tier 2 acts.
     pub finalize_grace_s: f64,
     /// `agent_timeout_s + gates_s + finalize_grace_s`.
     pub total_s: f64,
+    /// `reaper.max_running_s`, the Tier-3 backstop the total must stay below.
     pub max_running_s: f64,
     /// `max_running_s - total_s`; must be positive.
     pub headroom_s: f64,
@@ -68,7 +75,8 @@ impl Config {
                     .flatten()
                     .filter_map(|g| self.gates.get(g).map(|gc| GateBudget { name: g.clone(), timeout_s: gc.timeout_s }))
                     .collect();
-                let gates_s: f64 = gates.iter().map(|g| g.timeout_s).sum();
+                // A fold from +0.0: `Sum` for floats starts at -0.0, which would print as `-0`.
+                let gates_s = gates.iter().fold(0.0, |sum, g| sum + g.timeout_s);
                 let total_s = agent_timeout_s + gates_s + grace;
                 out.push(StageBudget {
                     track: track.clone(),

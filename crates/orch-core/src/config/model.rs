@@ -304,9 +304,34 @@ impl Config {
     }
 
     /// `p` resolved against the config file's folder, so a config means the same
-    /// thing whatever directory orch is started from. Absolute paths are kept.
+    /// thing whatever directory orch is started from. Absolute paths are kept; `.`
+    /// components are dropped (`.` next to `conf/orch.toml` is `conf`), `..` is kept
+    /// because only the file system knows what it crosses.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        self.base_dir().join(p)
+        let joined: PathBuf =
+            self.base_dir().join(p).components().filter(|c| *c != std::path::Component::CurDir).collect();
+        if joined.as_os_str().is_empty() { PathBuf::from(".") } else { joined }
+    }
+
+    /// An agent's or gate's argv with a relative program path (one containing a
+    /// `/`, like `./agents/developer.sh`) resolved against the config's folder,
+    /// since the command runs in the item's worktree, not beside the config. Bare
+    /// program names (`cargo`) are left for `PATH`, and the arguments are untouched.
+    ///
+    /// With a relative config path the result is relative to the working directory
+    /// (and keeps a `/` so it is never looked up in `PATH`); whoever spawns it in
+    /// another directory must load the config from an absolute path, or join its own
+    /// working directory, which this crate cannot read.
+    pub fn resolve_argv(&self, argv: &[String]) -> Vec<String> {
+        let mut out = argv.to_vec();
+        if let Some(program) = out.first_mut() {
+            let path = Path::new(program.as_str());
+            if program.contains('/') && path.is_relative() {
+                let resolved = self.resolve_path(path).display().to_string();
+                *program = if resolved.contains('/') { resolved } else { format!("./{resolved}") };
+            }
+        }
+        out
     }
 
     /// The store URL with a relative SQLite path resolved against the config file's

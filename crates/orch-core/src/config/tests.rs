@@ -211,12 +211,19 @@ fn relative_paths_resolve_against_the_config_folder() {
     let c = with_source("/srv/orch/orch.toml", "sqlite://.orch/orch.db");
     assert_eq!(c.resolve_path(Path::new("../shop")), PathBuf::from("/srv/orch/../shop"));
     assert_eq!(c.resolve_path(Path::new("/abs")), PathBuf::from("/abs"));
+    assert_eq!(c.resolve_path(Path::new(".")), PathBuf::from("/srv/orch"));
+    let argv = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(c.resolve_argv(&argv(&["./agents/dev.sh", "./x"])), argv(&["/srv/orch/agents/dev.sh", "./x"]));
+    assert_eq!(c.resolve_argv(&argv(&["cargo", "test"])), argv(&["cargo", "test"]));
+    assert_eq!(c.resolve_argv(&argv(&["/bin/true"])), argv(&["/bin/true"]));
     assert_eq!(c.store_url_resolved(), "sqlite:///srv/orch/.orch/orch.db");
     assert_eq!(c.data_dir_resolved(), PathBuf::from("/srv/orch/state"));
 
     let bare = with_source("orch.toml", "sqlite://.orch/orch.db");
     assert_eq!(bare.store_url_resolved(), "sqlite://.orch/orch.db");
     assert_eq!(bare.data_dir_resolved(), PathBuf::from("state"));
+    assert_eq!(bare.resolve_path(Path::new(".")), PathBuf::from("."));
+    assert_eq!(bare.resolve_argv(&["./a.sh".to_owned()]), ["./a.sh"], "kept out of PATH lookup");
 }
 
 #[test]

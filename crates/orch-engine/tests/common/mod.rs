@@ -90,6 +90,16 @@ impl Harness {
         Self::from_text(config_text(extra, reaper)).await
     }
 
+    /// A harness on exactly this config text, with a fresh PostgreSQL database
+    /// (from `ORCH_TEST_DATABASE_URL`) as its store instead of SQLite.
+    pub async fn from_text_pg(text: String) -> Self {
+        let url = fresh_pg_database().await;
+        let mut h = Self::from_text(text).await;
+        h.store = orch_store::open(&url).await.unwrap();
+        h.url = url;
+        h
+    }
+
     /// A harness on exactly this config text.
     pub async fn from_text(text: String) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -273,16 +283,20 @@ pub struct CrashableNode {
 
 impl CrashableNode {
     pub fn start(h: &Harness, id: &str) -> Self {
+        Self::start_with(h, h.node_opts(id), Arc::new(h.clock.clone()))
+    }
+
+    /// A node with its own options and clock (the chaos test runs the reaper on
+    /// its interval against the system clock).
+    pub fn start_with(h: &Harness, opts: NodeOptions, clock: Arc<dyn orch_engine::Clock>) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let url = h.url.clone();
         let config = h.config.clone();
-        let clock = h.clock.clone();
-        let opts = h.node_opts(id);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             rt.block_on(async move {
                 let store = orch_store::open(&url).await.unwrap();
-                let node = Node::new(store, config, Arc::new(clock), opts);
+                let node = Node::new(store, config, clock, opts);
                 tokio::select! {
                     r = node.run() => r.unwrap(),
                     _ = rx => {}
@@ -312,4 +326,19 @@ pub async fn read_pid(path: &Path) -> i32 {
         async move { std::fs::read_to_string(&p).ok()?.trim().parse().ok() }
     })
     .await
+}
+
+/// Creates an empty database on the test server and returns its URL. Fails the
+/// test loudly (naming the URL) when no server answers: these tests never skip.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin =
+        std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at ORCH_TEST_DATABASE_URL={admin}: {e}"));
+    let name = format!("orch_engine_{}", rand::random::<u64>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    format!("{base}/{name}")
 }
