@@ -4,6 +4,7 @@
 mod cmd;
 mod config;
 mod context;
+mod shapes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Check invariants I1-I4 over the event log; exit 1 on a breach.
     Audit(cmd::audit::Args),
+    /// Apply the store's migrations (serve and every verb do it on open too).
+    Migrate(cmd::migrate::Args),
+    /// File, show and list work items, and read their event log.
+    Item(cmd::item::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Queue(args) => cmd::queue::run(&cli.config, &args),
         Command::Logs(args) => cmd::logs::run(&cli.config, &args),
         Command::Audit(args) => cmd::audit::run(&cli.config, &args),
+        Command::Migrate(args) => cmd::migrate::run(&cli.config, &args),
+        Command::Item(args) => cmd::item::run(&cli.config, &args),
     };
     match result {
         Ok(code) => code,

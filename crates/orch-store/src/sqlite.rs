@@ -101,8 +101,9 @@ impl SqliteStore {
     pub(crate) async fn open(url: &str) -> Result<Self> {
         let unavailable = |reason: String| Error::Unavailable { url: url.to_owned(), reason };
         let target = parse_url(url).ok_or_else(|| unavailable("expected sqlite://PATH or sqlite::memory:".into()))?;
+        // No journal_mode here: switching a file to WAL takes a lock the busy
+        // timeout does not wait for, so it is done once, with retries, below.
         let base = SqliteConnectOptions::new()
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -129,6 +130,7 @@ impl SqliteStore {
                 };
                 let write =
                     SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await.map_err(path_err)?;
+                use_wal(&write).await.map_err(path_err)?;
                 let read = SqlitePoolOptions::new()
                     .max_connections(READ_CONNECTIONS)
                     .connect_with(opts)
@@ -227,6 +229,29 @@ async fn migrate(pool: &SqlitePool, url: &str) -> Result<()> {
         tracing::info!(store = %url, version, "applied migration");
     }
     tx.commit().await.map_err(migration_err)
+}
+
+/// Puts the file in WAL mode (a persistent property of the file). Another process
+/// opening the file at the same moment can make the switch fail at once with
+/// SQLITE_BUSY, which the busy timeout does not cover, so it is retried (bounded).
+async fn use_wal(pool: &SqlitePool) -> sqlx::Result<()> {
+    const ATTEMPTS: u32 = 100;
+    let mut attempt = 1;
+    loop {
+        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL").fetch_one(pool).await {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(sqlx::Error::Protocol(format!("the file stayed in journal mode {mode:?}, not WAL")));
+            }
+            Err(sqlx::Error::Database(e))
+                if attempt < ATTEMPTS && e.code().is_some_and(|c| c.parse::<i64>().is_ok_and(|n| n & 0xff == 5)) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn prepare_path(path: &Path) -> std::result::Result<(), String> {

@@ -3,6 +3,8 @@
 pub(crate) mod audit;
 pub(crate) mod check;
 pub(crate) mod init;
+pub(crate) mod item;
 pub(crate) mod logs;
+pub(crate) mod migrate;
 pub(crate) mod queue;
 pub(crate) mod serve;
