@@ -251,27 +251,24 @@ async fn bench_commits(backend: &str, workers: usize, n: usize) -> (usize, Durat
 }
 
 /// The hardware's reference: one connection committing `UPDATE t SET n = n + 1` in
-/// autocommit for `secs` (SQLite in WAL with synchronous=FULL, like the store).
+/// autocommit for `secs` (SQLite in WAL with synchronous=FULL, like the store; one
+/// connection per row for PostgreSQL's multi-connection figure).
 async fn bench_raw(backend: &str, connections: usize, secs: u64) -> (usize, Duration) {
     let db = Db::new(backend).await;
     let setup = ["CREATE TABLE t (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)", "INSERT INTO t VALUES (1, 0)"];
     let deadline = Duration::from_secs(secs);
     let count = Arc::new(AtomicUsize::new(0));
     let start;
-    if backend == "sqlite" {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("url");
-        let opts = opts
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.expect("connect");
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open");
+        c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).expect("wal");
+        c.execute_batch("PRAGMA synchronous = FULL").expect("full");
         for q in setup {
-            sqlx::query(q).execute(&mut c).await.expect("setup");
+            c.execute(q, []).expect("setup");
         }
         start = Instant::now();
         while start.elapsed() < deadline {
-            sqlx::query("UPDATE t SET n = n + 1 WHERE id = 1").execute(&mut c).await.expect("update");
+            c.prepare_cached("UPDATE t SET n = n + 1 WHERE id = 1").and_then(|mut s| s.execute([])).expect("update");
             count.fetch_add(1, Ordering::Relaxed);
         }
     } else {
@@ -305,17 +302,18 @@ async fn bench_raw(backend: &str, connections: usize, secs: u64) -> (usize, Dura
     (count.load(Ordering::Relaxed), elapsed)
 }
 
-/// The driver's floor: one connection running `SELECT 1` round trips for `secs`.
+/// The driver's floor: one connection running `SELECT 1` for `secs` (rusqlite in
+/// the caller's thread for SQLite, as the store's writer does; sqlx over loopback
+/// for PostgreSQL).
 async fn bench_roundtrip(backend: &str, secs: u64) -> (usize, Duration) {
     let db = Db::new(backend).await;
     let deadline = Duration::from_secs(secs);
     let mut count = 0;
     let start = Instant::now();
-    if backend == "sqlite" {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("url");
-        let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true)).await.expect("connect");
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open");
         while start.elapsed() < deadline {
-            sqlx::query("SELECT 1").execute(&mut c).await.expect("select");
+            c.prepare_cached("SELECT 1").and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0))).expect("select");
             count += 1;
         }
     } else {
