@@ -59,7 +59,10 @@ const STATEMENT_CACHE: usize = 128;
 
 /// Migrations embedded in the binary, in order. Forward-only: never edit one that
 /// has shipped; add the next number.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_status_counts.sql")),
+];
 
 /// The highest schema version this binary knows.
 fn known_version() -> i64 {
@@ -548,6 +551,16 @@ fn active_job_from_row(r: &Row<'_>) -> Result<ActiveJob> {
     })
 }
 
+/// Items per status: open ones counted live (partial index), terminal ones from
+/// the trigger-kept counters, so the cost does not grow with history.
+const OPEN_AND_DONE_ITEMS: &str = "SELECT status AS k, COUNT(*) AS n FROM items \
+     WHERE status NOT IN ('done', 'cancelled') GROUP BY status \
+     UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'items' GROUP BY status";
+/// Jobs per status, the same way.
+const OPEN_AND_DONE_JOBS: &str = "SELECT status AS k, COUNT(*) AS n FROM jobs \
+     WHERE status IN ('queued', 'running', 'finishing') GROUP BY status \
+     UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'jobs' GROUP BY status";
+
 const ITEM_SELECT: &str = "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
      i.attempts, i.branch, i.created_at, i.updated_at, p.url AS pr_url, p.state AS pr_state, \
      p.merge_sha AS pr_merge_sha FROM items i LEFT JOIN prs p ON p.item = i.key ";
@@ -954,13 +967,13 @@ impl W<'_> {
 
     fn queue_stats(&self) -> Result<QueueStats> {
         let pair = |r: &Row<'_>| -> Result<(String, i64)> { Ok((col(r, "counts", "k")?, col(r, "counts", "n")?)) };
-        let items = self.rows("SELECT status AS k, COUNT(*) AS n FROM items GROUP BY status", [], pair)?;
+        let items = self.rows(OPEN_AND_DONE_ITEMS, [], pair)?;
         let stages = self.rows(
             "SELECT stage AS k, COUNT(*) AS n FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
             [],
             pair,
         )?;
-        let jobs = self.rows("SELECT status AS k, COUNT(*) AS n FROM jobs GROUP BY status", [], pair)?;
+        let jobs = self.rows(OPEN_AND_DONE_JOBS, [], pair)?;
         let active = self.rows(
             "SELECT id, item, stage, status, owner, epoch, started_at, lease_expires_at FROM jobs \
              WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
@@ -1301,9 +1314,10 @@ mod tests {
             "SELECT id FROM jobs WHERE item = 'A-1' ORDER BY id",
             "SELECT seq FROM events WHERE item = 'A-1' ORDER BY seq",
             "SELECT seq FROM events WHERE seq > 5 ORDER BY seq LIMIT 5",
-            "SELECT status, COUNT(*) FROM items GROUP BY status",
+            "SELECT status, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY status",
+            "SELECT status, SUM(n) FROM status_counts WHERE tbl = 'items' GROUP BY status",
             "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
-            "SELECT status, COUNT(*) FROM jobs GROUP BY status",
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'finishing') GROUP BY status",
             "SELECT id FROM jobs WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
         ];
         for q in queries {
