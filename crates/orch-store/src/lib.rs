@@ -103,7 +103,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` queued jobs, oldest first, for `node`: each becomes
     /// `running` with `owner = node`, `epoch + 1`, `lease_expires_at = now + lease_ttl`,
     /// and its item becomes `running`. Each queued job is claimed by exactly one
-    /// caller however many claim at once.
+    /// caller however many claim at once. The claim stamps `started_at = now`: the
+    /// Tier-3 backstop counts from the moment a node took the job, not from when
+    /// its process started.
     async fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>>;
 
     /// Extends the leases of `jobs` held by `node` in one statement. Returns the ids
@@ -183,7 +185,10 @@ pub trait Store: Send + Sync + 'static {
     /// An item's events in the order they were appended.
     async fn events_for_item(&self, key: &ItemKey) -> Result<Vec<Event>>;
 
-    /// Events with `seq > after`, ascending, at most `limit`.
+    /// Events with `seq > after`, ascending, at most `limit`. Never hands out a seq
+    /// while a lower one may still commit, so a reader that tails with the last seq
+    /// it saw misses nothing; on PostgreSQL a just-committed event may therefore
+    /// appear a few milliseconds later (see docs/STORE.md, "The event stream").
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
 
     /// The counts `GET /queue` and `orch queue` show.
