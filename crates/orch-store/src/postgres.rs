@@ -44,6 +44,7 @@ use crate::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_status_counts.sql")),
+    (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -339,7 +340,138 @@ impl PgStore {
         Ok(())
     }
 
+    /// A commit without cancels as one statement: end the job at its epoch, move
+    /// the item from its expected version, append the events in order, queue the
+    /// next job and its `job.queued`. Each step reads the previous one's output, so
+    /// a fenced job writes nothing; a moved version after a matched job aborts the
+    /// whole statement through `orch_version_conflict()` (SQLSTATE OR409).
+    async fn commit_one_statement(
+        &self,
+        commit: &TransitionCommit,
+        attempts: &str,
+        now: Timestamp,
+    ) -> TxResult<CommitOutcome> {
+        let key = commit.item.to_string();
+        let job = commit.job.as_ref();
+        let events: Vec<NewEvent> = commit
+            .events
+            .iter()
+            .map(|ev| NewEvent {
+                item: commit.item.clone(),
+                job: ev.job.or(job.map(|j| j.id)),
+                kind: ev.kind,
+                from: ev.from.clone(),
+                to: ev.to.clone(),
+                epoch: ev.epoch.or(job.map(|j| j.epoch)),
+                reason: ev.reason.clone(),
+                data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
+            })
+            .collect();
+        let row = sqlx::query(
+            "WITH j AS ( \
+                UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
+                finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL \
+                WHERE $13 AND id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing') \
+                RETURNING id \
+             ), i AS ( \
+                UPDATE items SET track = $8, stage = $9, status = $10, version = $11, attempts = $12, \
+                updated_at = $6 WHERE key = $7 AND version = $14 AND (NOT $13 OR EXISTS (SELECT 1 FROM j)) \
+                RETURNING key \
+             ), guard AS ( \
+                SELECT orch_version_conflict() FROM j WHERE NOT EXISTS (SELECT 1 FROM i) \
+             ), ev AS ( \
+                INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) \
+                SELECT $6, i.key, e.job, e.kind, e.from_, e.to_, e.epoch, e.reason, e.data \
+                FROM i, UNNEST($15::BIGINT[], $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::BIGINT[], \
+                               $20::TEXT[], $21::JSONB[]) WITH ORDINALITY \
+                        AS e(job, kind, from_, to_, epoch, reason, data, ord) \
+                ORDER BY e.ord RETURNING seq \
+             ), nj AS ( \
+                INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
+                SELECT i.key, $22, $23, 'queued', 0, $6 FROM i WHERE $22::TEXT IS NOT NULL \
+                RETURNING id, item \
+             ), nq AS ( \
+                INSERT INTO events (at, item, job, kind, to_, epoch, data) \
+                SELECT $6, nj.item, nj.id, $24, $22, 0, jsonb_build_object('attempt', $23) \
+                FROM nj, (SELECT COUNT(*) FROM ev) AS after_events \
+                RETURNING seq \
+             ) SELECT (SELECT COUNT(*) FROM j) AS job_rows, (SELECT COUNT(*) FROM i) AS item_rows, \
+                      (SELECT id FROM nj) AS enqueued, (SELECT COUNT(*) FROM guard) AS guarded, \
+                      (SELECT COUNT(*) FROM nq) AS queued_events",
+        )
+        .bind(job.map_or(0, |j| j.id.0))
+        .bind(job.map_or(0, |j| j.epoch))
+        .bind(job.map(|j| j.status.as_str()))
+        .bind(job.and_then(|j| j.reason.clone()))
+        .bind(job.and_then(|j| j.verdict.as_ref()).map(Json))
+        .bind(now.as_millis())
+        .bind(&key)
+        .bind(commit.next.track.as_str())
+        .bind(commit.next.stage.as_str())
+        .bind(commit.next.status.as_str())
+        .bind(commit.next.version)
+        .bind(attempts)
+        .bind(job.is_some())
+        .bind(commit.expected_version)
+        .bind(events.iter().map(|e| e.job.map(|j| j.0)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.from.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.to.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.epoch).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| Json(e.data.clone())).collect::<Vec<_>>())
+        .bind(commit.enqueue.as_ref().map(|(stage, _)| stage.as_str()))
+        .bind(commit.enqueue.as_ref().map_or(0, |(_, attempt)| i64::from(*attempt)))
+        .bind(EventKind::JobQueued.as_str())
+        .fetch_one(&self.pool)
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("OR409") => {
+                return Ok(CommitOutcome::Conflict);
+            }
+            Err(e) if common::is_unique_violation(&e) => {
+                return Err(common::second_active_job(&commit.item).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let job_rows: i64 = row.try_get("job_rows")?;
+        let item_rows: i64 = row.try_get("item_rows")?;
+        if let Some(job) = job
+            && job_rows != 1
+        {
+            let owner_item: Option<String> = sqlx::query_scalar("SELECT item FROM jobs WHERE id = $1")
+                .bind(job.id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+            return match owner_item {
+                None => Err(Error::NotFound { what: format!("job {}", job.id) }.into()),
+                Some(other) if other != key => {
+                    Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)).into())
+                }
+                Some(_) => Ok(CommitOutcome::FencedOut),
+            };
+        }
+        if item_rows != 1 {
+            let exists = sqlx::query("SELECT 1 FROM items WHERE key = $1")
+                .bind(&key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+            return if exists {
+                Ok(CommitOutcome::Conflict)
+            } else {
+                Err(Error::NotFound { what: format!("item {key}") }.into())
+            };
+        }
+        let enqueued: Option<i64> = row.try_get("enqueued")?;
+        Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
+    }
+
     async fn commit_once(&self, commit: &TransitionCommit, attempts: &str, now: Timestamp) -> TxResult<CommitOutcome> {
+        if !commit.cancel_active_jobs {
+            return self.commit_one_statement(commit, attempts, now).await;
+        }
         let key = commit.item.to_string();
         let mut tx = self.begin().await?;
 
