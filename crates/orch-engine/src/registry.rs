@@ -44,10 +44,10 @@ pub(crate) fn kill_recorded(dir: &Path) -> usize {
         let pid = fields.next().and_then(|p| p.parse::<i32>().ok());
         let start = fields.next().and_then(|s| s.parse::<i64>().ok());
         let same_boot = fields.next().is_some_and(|b| b == boot);
-        if let (Some(pid), true) = (pid, same_boot) {
-            if process::kill_recorded_group(pid, pid, start) {
-                killed += 1;
-            }
+        if let (Some(pid), true) = (pid, same_boot)
+            && process::kill_recorded_group(pid, pid, start)
+        {
+            killed += 1;
         }
         let _ = std::fs::remove_file(&path);
     }
