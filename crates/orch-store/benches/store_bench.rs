@@ -7,6 +7,9 @@
 //! record_started, record_finished, and commit_transition that ends the job and
 //! enqueues the next stage's. Every case runs on a fresh database.
 //!
+//! It also times `queue_stats` and one reaper pass over `ORCH_BENCH_ITEMS` (default
+//! 100,000) bulk-loaded items.
+//!
 //! Knobs: `ORCH_BENCH_JOBS` (jobs per case, default 2000), `ORCH_BENCH_WORKERS`
 //! (comma list, default `1,16,64`), `ORCH_BENCH_BACKENDS` (default `sqlite,postgres`),
 //! `ORCH_BENCH_RAW_SECS` (default 2), `ORCH_TEST_DATABASE_URL` (admin URL of the
@@ -251,27 +254,24 @@ async fn bench_commits(backend: &str, workers: usize, n: usize) -> (usize, Durat
 }
 
 /// The hardware's reference: one connection committing `UPDATE t SET n = n + 1` in
-/// autocommit for `secs` (SQLite in WAL with synchronous=FULL, like the store).
+/// autocommit for `secs` (SQLite in WAL with synchronous=FULL, like the store; one
+/// connection per row for PostgreSQL's multi-connection figure).
 async fn bench_raw(backend: &str, connections: usize, secs: u64) -> (usize, Duration) {
     let db = Db::new(backend).await;
     let setup = ["CREATE TABLE t (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)", "INSERT INTO t VALUES (1, 0)"];
     let deadline = Duration::from_secs(secs);
     let count = Arc::new(AtomicUsize::new(0));
     let start;
-    if backend == "sqlite" {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("url");
-        let opts = opts
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.expect("connect");
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open");
+        c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).expect("wal");
+        c.execute_batch("PRAGMA synchronous = FULL").expect("full");
         for q in setup {
-            sqlx::query(q).execute(&mut c).await.expect("setup");
+            c.execute(q, []).expect("setup");
         }
         start = Instant::now();
         while start.elapsed() < deadline {
-            sqlx::query("UPDATE t SET n = n + 1 WHERE id = 1").execute(&mut c).await.expect("update");
+            c.prepare_cached("UPDATE t SET n = n + 1 WHERE id = 1").and_then(|mut s| s.execute([])).expect("update");
             count.fetch_add(1, Ordering::Relaxed);
         }
     } else {
@@ -305,17 +305,18 @@ async fn bench_raw(backend: &str, connections: usize, secs: u64) -> (usize, Dura
     (count.load(Ordering::Relaxed), elapsed)
 }
 
-/// The driver's floor: one connection running `SELECT 1` round trips for `secs`.
+/// The driver's floor: one connection running `SELECT 1` for `secs` (rusqlite in
+/// the caller's thread for SQLite, as the store's writer does; sqlx over loopback
+/// for PostgreSQL).
 async fn bench_roundtrip(backend: &str, secs: u64) -> (usize, Duration) {
     let db = Db::new(backend).await;
     let deadline = Duration::from_secs(secs);
     let mut count = 0;
     let start = Instant::now();
-    if backend == "sqlite" {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("url");
-        let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true)).await.expect("connect");
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open");
         while start.elapsed() < deadline {
-            sqlx::query("SELECT 1").execute(&mut c).await.expect("select");
+            c.prepare_cached("SELECT 1").and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0))).expect("select");
             count += 1;
         }
     } else {
@@ -328,6 +329,78 @@ async fn bench_roundtrip(backend: &str, secs: u64) -> (usize, Duration) {
     let took = start.elapsed();
     db.drop_db().await;
     (count, took)
+}
+
+/// Bulk-loads `n` items in the shape of a long-lived deployment (1 % running, 1 %
+/// queued, the rest done; four jobs each) straight through SQL, since creating them
+/// one by one would take minutes.
+async fn load_items(db: &Db, n: usize) {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let items = "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, \
+                 attempts, created_at, updated_at) \
+                 SELECT 'Q-' || i, 'Q', i, 'bench', 'bug', 'item ' || i, '', 'quick', 'deploy', \
+                 CASE i % 100 WHEN 0 THEN 'running' WHEN 1 THEN 'queued' ELSE 'done' END, 4, '{}', 0, 0 FROM n";
+    let done_jobs = "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, started_at, finished_at, owner) \
+                     SELECT i.key, s.stage, 1, 'done', 1, 0, 0, 1, 'n1' FROM items i, \
+                     (SELECT 'development' AS stage UNION ALL SELECT 'testing' UNION ALL SELECT 'deploy-staging') s";
+    let last_jobs = "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, started_at, finished_at, owner, \
+                     lease_expires_at) SELECT key, 'deploy', 1, status, 1, 0, \
+                     CASE WHEN status = 'queued' THEN NULL ELSE 0 END, CASE WHEN status = 'done' THEN 1 END, \
+                     CASE WHEN status = 'queued' THEN NULL ELSE 'n1' END, \
+                     CASE WHEN status = 'running' THEN 1700000030000 END FROM items";
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open");
+        let series = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) ");
+        c.execute_batch(&format!("BEGIN; {series}{items}; {done_jobs}; {last_jobs}; COMMIT; ANALYZE;")).expect("load");
+    } else {
+        let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        let series = format!("WITH n AS (SELECT generate_series(1, {n}) AS i) ");
+        for q in [format!("{series}{items}"), done_jobs.to_owned(), last_jobs.to_owned(), "VACUUM ANALYZE".to_owned()] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&mut c).await.expect("load");
+        }
+    }
+}
+
+/// p50 and p99 of `runs` calls of `f`, in milliseconds.
+async fn latency<F, Fut>(runs: usize, mut f: F) -> (f64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut took: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f().await;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
+    (at(0.50), at(0.99))
+}
+
+/// `queue_stats` and one reaper pass (the three tier queries) over `n` items.
+async fn bench_views(backend: &str, n: usize, runs: usize) {
+    let db = Db::new(backend).await;
+    drop(orch_store::open(&db.url).await.expect("open")); // migrate
+    load_items(&db, n).await;
+    let store = orch_store::open(&db.url).await.expect("open");
+    let now = Timestamp::from_millis(T0.as_millis() + 60_000);
+    let (p50, p99) = latency(runs, || async {
+        let stats = store.queue_stats().await.expect("queue_stats");
+        assert_eq!(stats.active_jobs.len(), n / 100);
+    })
+    .await;
+    println!("| {backend:<8} | queue_stats, {n} items               | p50 {p50:>6.2} ms | p99 {p99:>6.2} ms |");
+    let (p50, p99) = latency(runs, || async {
+        let expired = store.expired_running(now, 100).await.expect("tier 1");
+        store.stale_finishing(now, 100).await.expect("tier 2");
+        store.overdue(now, 100).await.expect("tier 3");
+        assert_eq!(expired.len(), 100.min(n / 100));
+    })
+    .await;
+    println!("| {backend:<8} | reaper pass (3 tiers), {n} items     | p50 {p50:>6.2} ms | p99 {p99:>6.2} ms |");
+    drop(store);
+    db.drop_db().await;
 }
 
 fn row(backend: &str, case: &str, workers: usize, (ops, took): (usize, Duration)) {
@@ -377,6 +450,15 @@ async fn main() {
             if wanted("commit") {
                 row(b, "commit_transition alone", w, bench_commits(b, w, n).await);
             }
+        }
+    }
+    if wanted("views") {
+        let items = env_usize("ORCH_BENCH_ITEMS", 100_000);
+        println!();
+        println!("| backend  | view                                  | latency        |                |");
+        println!("|----------|---------------------------------------|----------------|----------------|");
+        for backend in &backends {
+            bench_views(backend, items, 50).await;
         }
     }
 }

@@ -1,7 +1,8 @@
-//! What both backends share: decoding rows into `Item`/`Job`/`Event`, mapping driver
-//! errors to the backend-neutral `Error`, the column lists, and the shape of the
-//! `data` the store itself writes into events. Kept in one place so the two SQL
-//! dialects cannot drift apart on anything but SQL.
+//! What both backends share: the column lists, the checks made before a commit,
+//! the shape of the `data` the store itself writes into events, key allocation and
+//! URL redaction; plus the sqlx row decoding and error mapping (sqlx serves the
+//! PostgreSQL backend; SQLite runs on rusqlite and decodes its own rows). Kept in
+//! one place so the two SQL dialects cannot drift apart on anything but SQL.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
@@ -70,21 +71,6 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-/// SQLite result codes (primary, the low byte of the extended code) that mean the
-/// file cannot serve as orch's store at all.
-fn sqlite_unavailable_reason(code: i64) -> Option<&'static str> {
-    match code & 0xff {
-        8 => Some("the database is read-only"),
-        10 => Some("disk I/O error"),
-        11 => Some("the database file is corrupt"),
-        13 => Some("the disk is full"),
-        14 => Some("the file cannot be opened"),
-        23 => Some("access denied"),
-        26 => Some("the file is not a database"),
-        _ => None,
-    }
-}
-
 /// PostgreSQL SQLSTATE classes that mean the server cannot serve us now.
 fn pg_unavailable(code: &str) -> bool {
     code.starts_with("08") // connection exception
@@ -106,23 +92,10 @@ pub(crate) fn map_err(url: &str, err: sqlx::Error) -> Error {
         sqlx::Error::PoolClosed => {
             Error::Unavailable { url: url.to_owned(), reason: "the store has been closed".into() }
         }
-        sqlx::Error::WorkerCrashed => {
-            Error::Unavailable { url: url.to_owned(), reason: "the SQLite worker thread crashed".into() }
-        }
         sqlx::Error::Configuration(e) => Error::Unavailable { url: url.to_owned(), reason: format!("bad URL: {e}") },
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            if let Ok(n) = code.parse::<i64>() {
-                if let Some(what) = sqlite_unavailable_reason(n) {
-                    return Error::Unavailable { url: url.to_owned(), reason: format!("{what} ({})", db.message()) };
-                }
-                if n & 0xff == 5 || n & 0xff == 6 {
-                    return Error::Database(format!(
-                        "{} is locked by another writer and stayed locked past the busy timeout",
-                        url
-                    ));
-                }
-            } else if pg_unavailable(&code) {
+            if pg_unavailable(&code) {
                 return Error::Unavailable {
                     url: url.to_owned(),
                     reason: format!("{} (SQLSTATE {code})", db.message()),

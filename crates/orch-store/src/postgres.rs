@@ -41,7 +41,10 @@ use crate::{
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_status_counts.sql")),
+];
 
 /// The channel every enqueue notifies.
 const CHANNEL: &str = "orch_jobs";
@@ -930,20 +933,28 @@ impl Store for PgStore {
         // One snapshot, so the counts agree with each other.
         let mut tx =
             self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(|e| self.err(e))?;
-        let items: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM items GROUP BY status")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        // Open items counted live (partial index), terminal ones from the
+        // trigger-kept counters, so the cost does not grow with history.
+        let items: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY status \
+             UNION ALL SELECT status, SUM(n)::BIGINT FROM status_counts WHERE tbl = 'items' GROUP BY status",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
         let stages: Vec<(String, i64)> = sqlx::query_as(
             "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
         )
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let jobs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        let jobs: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'finishing') GROUP BY status \
+             UNION ALL SELECT status, SUM(n)::BIGINT FROM status_counts WHERE tbl = 'jobs' GROUP BY status",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
         let active = sqlx::query(
             "SELECT id, item, stage, status, owner, epoch, started_at, lease_expires_at FROM jobs \
              WHERE status IN ('running', 'finishing') ORDER BY started_at, id",

@@ -7,74 +7,82 @@
 //!   acknowledged write survives power loss as well as `kill -9` (I7). `NORMAL` would
 //!   only fsync at checkpoints: still safe against a process crash, but a power cut
 //!   or kernel panic could roll back the last acknowledged transactions (an item
-//!   whose 201 was sent would vanish). FULL costs one fsync per write transaction;
-//!   the benchmark in `docs/BENCHMARKS.md` gives the figure on these machines.
-//! - **One write path**: all writes go through a single-connection pool and start
-//!   with `BEGIN IMMEDIATE`, which takes the file's write lock up front. Two
-//!   processes therefore queue on SQLite's lock (bounded by `busy_timeout`) instead
-//!   of deadlocking on a read-to-write lock upgrade. Reads use a separate pool.
-//! - **Group commit**: one writer task drains the queue of pending writes and runs
-//!   them in one transaction, each inside its own savepoint (a write that fails or
-//!   is fenced out rolls back alone), then commits once. Every caller is answered
-//!   only after that commit, so durability per write is unchanged while N
-//!   concurrent writes cost one fsync instead of N.
+//!   whose 201 was sent would vanish). FULL costs one fsync per commit, paid once
+//!   per batch (next point); `docs/BENCHMARKS.md` gives the figures.
+//! - **One writer thread, group commit**: every write is queued to one thread that
+//!   owns the only write connection. It drains the queue and runs the pending writes
+//!   in one `BEGIN IMMEDIATE` transaction, each inside its own savepoint (a write
+//!   that fails or is fenced out rolls back alone), commits once, and only then
+//!   answers each caller: durability per write is unchanged while N concurrent
+//!   writes cost one fsync. `BEGIN IMMEDIATE` takes the file's write lock up front,
+//!   so two processes queue on SQLite's lock (bounded by `busy_timeout`) instead of
+//!   deadlocking on a read-to-write upgrade.
+//! - **Reader threads** with their own connections serve reads, never blocking the
+//!   writer.
 //! - **Foreign keys on**, so a job can never name a missing item.
+//!
+//! The driver is rusqlite on plain threads rather than sqlx: sqlx-sqlite sends every
+//! statement to a worker thread and back (about 75 µs per statement here), which
+//! capped the single writer at a few hundred transitions a second; prepared
+//! statements on the writer's own thread cost a few microseconds. Both link the same
+//! `libsqlite3-sys`, so there is one SQLite library (and one set of POSIX locks) in
+//! the process.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orch_core::{EventKind, ItemKey, ItemStatus, JobStatus, Timestamp};
-use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::types::Json;
-use sqlx::{Connection, Row, SqliteConnection};
+use orch_core::{EventKind, ItemKey, ItemKind, ItemStatus, JobStatus, StageName, Timestamp, TrackName};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::common::{
-    self, active_job_from_row, event_columns, event_from_row, item_from_row, item_select, job_columns, job_from_row,
-};
+use crate::common::{self, event_columns, job_columns};
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, Page,
-    QueueStats, Result, RunInfo, Store, TransitionCommit,
+    ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
+    NewItem, Page, PullRequest, QueueStats, Result, RunInfo, Store, TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read connections: enough for the API and the reaper to read while a write runs.
-const READ_CONNECTIONS: u32 = 4;
+/// Reader threads (each with a connection): the machines orch targets have 2 cores.
+const READERS: usize = 2;
 /// Most writes committed together; bounds a batch's latency and savepoint count.
 const MAX_BATCH: usize = 128;
-/// Writes waiting for the writer task before callers wait to enqueue.
-const WRITE_QUEUE: usize = 1024;
+/// Requests waiting for the writer (or the readers) before callers wait to enqueue.
+const QUEUE: usize = 1024;
+/// Prepared statements kept per connection (the store uses a few dozen).
+const STATEMENT_CACHE: usize = 128;
 
 /// Migrations embedded in the binary, in order. Forward-only: never edit one that
 /// has shipped; add the next number.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_status_counts.sql")),
+];
 
 /// The highest schema version this binary knows.
-pub(crate) fn known_version() -> i64 {
+fn known_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.0)
 }
 
 /// Called with the batch's commit error (if any) once the batch has ended.
 type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
-type OpFuture<'c> = Pin<Box<dyn Future<Output = (bool, Finish)> + Send + 'c>>;
 /// One queued write: run inside the batch (or told why the batch could not start);
 /// returns whether to keep its changes, and how to answer its caller after commit.
-type Op = Box<dyn for<'c> FnOnce(std::result::Result<Tx<'c>, Error>) -> OpFuture<'c> + Send>;
-/// The body of a write, given the batch's connection.
-type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
+type WriteOp = Box<dyn FnOnce(std::result::Result<&Connection, Error>) -> (bool, Finish) + Send>;
+/// One queued read, answering its caller itself.
+type ReadOp = Box<dyn FnOnce(&Connection) + Send>;
 
-/// A SQLite store: one writer task (group commit), a small pool of readers.
+/// A SQLite store: one writer thread (group commit) and a few reader threads.
 pub(crate) struct SqliteStore {
     url: Arc<str>,
-    read: SqlitePool,
-    writer: mpsc::Sender<Op>,
+    writer: mpsc::Sender<WriteOp>,
+    /// `None` for `sqlite::memory:`, whose one connection is the writer's.
+    readers: Option<mpsc::Sender<ReadOp>>,
     signal: Arc<Notify>,
 }
 
@@ -96,160 +104,114 @@ fn parse_url(url: &str) -> Option<Target> {
     Some(Target::File(PathBuf::from(path)))
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
-    pub(crate) async fn open(url: &str) -> Result<Self> {
-        let unavailable = |reason: String| Error::Unavailable { url: url.to_owned(), reason };
-        let target = parse_url(url).ok_or_else(|| unavailable("expected sqlite://PATH or sqlite::memory:".into()))?;
-        // No journal_mode here: switching a file to WAL takes a lock the busy
-        // timeout does not wait for, so it is done once, with retries, below.
-        let base = SqliteConnectOptions::new()
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let (write, read) = match target {
-            Target::Memory => {
-                // Every connection to `:memory:` is its own database, so one
-                // connection serves both reads and writes.
-                let opts = base.in_memory(true).journal_mode(SqliteJournalMode::Memory);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|e| common::map_err(url, e))?;
-                (pool.clone(), pool)
-            }
-            Target::File(path) => {
-                prepare_path(&path).map_err(unavailable)?;
-                let opts = base.filename(&path).create_if_missing(true);
-                let path_err = |e: sqlx::Error| match common::map_err(url, e) {
-                    Error::Unavailable { reason, .. } => {
-                        unavailable(format!("{reason}; is {} an orch SQLite database?", path.display()))
-                    }
-                    other => other,
-                };
-                let write =
-                    SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await.map_err(path_err)?;
-                use_wal(&write).await.map_err(path_err)?;
-                let read = SqlitePoolOptions::new()
-                    .max_connections(READ_CONNECTIONS)
-                    .connect_with(opts)
-                    .await
-                    .map_err(path_err)?;
-                (write, read)
-            }
-        };
-        migrate(&write, url).await?;
-        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(writer_task(write, Arc::from(url), queue));
-        Ok(Self { url: Arc::from(url), read, writer, signal: Arc::new(Notify::new()) })
-    }
-
-    fn err(&self, e: sqlx::Error) -> Error {
-        common::map_err(&self.url, e)
-    }
-
-    /// Queues `body` for the writer task and waits until its batch has committed.
-    /// `keep` decides from the body's result whether its changes stay (a fenced or
-    /// conflicting write rolls back to its savepoint).
-    async fn write<T, F>(&self, keep: fn(&Result<T>) -> bool, body: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(Tx<'c>) -> WriteFuture<'c, T> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel::<Result<T>>();
-        let op: Op = Box::new(move |tx| {
-            Box::pin(async move {
-                let result = match tx {
-                    Ok(tx) => body(tx).await,
-                    Err(e) => Err(e),
-                };
-                let kept = keep(&result);
-                let finish: Finish = Box::new(move |commit_err| {
-                    let answer = match commit_err {
-                        Some(e) if kept => Err(e.clone()),
-                        _ => result,
-                    };
-                    let _ = reply.send(answer);
-                });
-                (kept, finish)
-            })
-        });
-        let gone = || Error::Unavailable { url: self.url.to_string(), reason: "the store's writer has stopped".into() };
-        self.writer.send(op).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    async fn fetch_jobs(&self, sql: &'static str, binds: &[i64], text: Option<&str>) -> Result<Vec<Job>> {
-        let mut q = sqlx::query(sql);
-        if let Some(t) = text {
-            q = q.bind(t.to_owned());
+/// Maps a rusqlite error to the backend-neutral kinds, naming `url` when the file
+/// itself is the problem.
+fn map_err(url: &str, e: rusqlite::Error) -> Error {
+    let unavailable = |what: &str| Error::Unavailable { url: url.to_owned(), reason: format!("{what} ({e})") };
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => unavailable("the database is read-only"),
+        Some(ErrorCode::SystemIoFailure) => unavailable("disk I/O error"),
+        Some(ErrorCode::DatabaseCorrupt) => unavailable("the database file is corrupt"),
+        Some(ErrorCode::DiskFull) => unavailable("the disk is full"),
+        Some(ErrorCode::CannotOpen) => unavailable("the file cannot be opened"),
+        Some(ErrorCode::NotADatabase) => unavailable("the file is not a database"),
+        Some(ErrorCode::PermissionDenied) => unavailable("access denied"),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            Error::Database(format!("{url} is locked by another writer and stayed locked past the busy timeout"))
         }
-        for b in binds {
-            q = q.bind(*b);
-        }
-        let rows = q.fetch_all(&self.read).await.map_err(|e| self.err(e))?;
-        rows.iter().map(job_from_row).collect()
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                Error::Corrupt { table: "row", reason: e.to_string() }
+            }
+            other => Error::Database(other.to_string()),
+        },
     }
 }
 
-/// Applies every embedded migration newer than the file's, in one transaction
-/// under the write lock, so two processes opening a fresh file do not race.
-async fn migrate(pool: &SqlitePool, url: &str) -> Result<()> {
-    let migration_err = |e: sqlx::Error| match common::map_err(url, e) {
-        e @ Error::Unavailable { .. } => e,
-        other => Error::Migration { url: url.to_owned(), reason: other.to_string() },
-    };
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| common::map_err(url, e))?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(migration_err)?;
-    let found: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-    let known = known_version();
-    if found > known {
-        return Err(Error::SchemaTooNew { url: url.to_owned(), found, known });
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// Opens one connection with orch's settings.
+fn connect(target: &Target, url: &str) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match target {
+        Target::Memory => Connection::open_in_memory(),
+        Target::File(path) => Connection::open_with_flags(path, flags),
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
-        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(migration_err)?;
-        // Bookkeeping only: the database's clock stamps when a migration ran.
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) \
-             VALUES ($1, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
-        )
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-        tracing::info!(store = %url, version, "applied migration");
-    }
-    tx.commit().await.map_err(migration_err)
+    .map_err(|e| map_err(url, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_err(url, e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Reading a pragma touches the file header: a file that is not a database fails here.
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map_err(url, e))?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| map_err(url, e))?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| map_err(url, e))?;
+    Ok(conn)
 }
 
 /// Puts the file in WAL mode (a persistent property of the file). Another process
 /// opening the file at the same moment can make the switch fail at once with
 /// SQLITE_BUSY, which the busy timeout does not cover, so it is retried (bounded).
-async fn use_wal(pool: &SqlitePool) -> sqlx::Result<()> {
+fn use_wal(conn: &Connection, url: &str) -> Result<()> {
     const ATTEMPTS: u32 = 100;
-    let mut attempt = 1;
-    loop {
-        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL").fetch_one(pool).await {
+    for attempt in 1.. {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
             Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
             Ok(mode) => {
-                return Err(sqlx::Error::Protocol(format!("the file stayed in journal mode {mode:?}, not WAL")));
+                return Err(Error::Unavailable {
+                    url: url.to_owned(),
+                    reason: format!("the file stayed in journal mode {mode:?}, not WAL"),
+                });
             }
-            Err(sqlx::Error::Database(e))
-                if attempt < ATTEMPTS && e.code().is_some_and(|c| c.parse::<i64>().is_ok_and(|n| n & 0xff == 5)) =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(e) if attempt < ATTEMPTS && e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(map_err(url, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Applies every embedded migration newer than the file's, in one transaction
+/// under the write lock, so two processes opening a fresh file do not race.
+fn migrate(conn: &Connection, url: &str) -> Result<()> {
+    let migration_err = |e: rusqlite::Error| match map_err(url, e) {
+        e @ Error::Unavailable { .. } => e,
+        other => Error::Migration { url: url.to_owned(), reason: other.to_string() },
+    };
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(migration_err)?;
+    let run = || -> Result<()> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .map_err(migration_err)?;
+        let found: i64 = conn
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(migration_err)?;
+        let known = known_version();
+        if found > known {
+            return Err(Error::SchemaTooNew { url: url.to_owned(), found, known });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+            conn.execute_batch(sql).map_err(migration_err)?;
+            // Bookkeeping only: the database's clock stamps when a migration ran.
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) \
+                 VALUES (?1, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+                params![version],
+            )
+            .map_err(migration_err)?;
+            tracing::info!(store = %url, version, "applied migration");
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(migration_err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
         }
     }
 }
@@ -265,285 +227,602 @@ fn prepare_path(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// `job_columns!` for the SQLite dialect's RETURNING clauses.
-macro_rules! returning_job {
-    () => {
-        concat!(" RETURNING ", job_columns!())
-    };
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url`, applies migrations and
+    /// starts the writer and reader threads.
+    pub(crate) async fn open(url: &str) -> Result<Self> {
+        let owned = url.to_owned();
+        let opened = tokio::task::spawn_blocking(move || Self::open_blocking(&owned))
+            .await
+            .map_err(|e| Error::Unavailable { url: url.to_owned(), reason: format!("opening failed: {e}") })??;
+        let (writer_conn, reader_conns) = opened;
+        let url: Arc<str> = Arc::from(url);
+        let (writer, queue) = mpsc::channel(QUEUE);
+        spawn_thread("orch-sqlite-writer", {
+            let url = url.clone();
+            move || writer_thread(writer_conn, &url, queue)
+        })?;
+        let readers = if reader_conns.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel::<ReadOp>(QUEUE);
+            let rx = Arc::new(Mutex::new(rx));
+            for (i, conn) in reader_conns.into_iter().enumerate() {
+                let rx = rx.clone();
+                spawn_thread(&format!("orch-sqlite-reader-{i}"), move || reader_thread(conn, &rx))?;
+            }
+            Some(tx)
+        };
+        Ok(Self { url, writer, readers, signal: Arc::new(Notify::new()) })
+    }
+
+    fn open_blocking(url: &str) -> Result<(Connection, Vec<Connection>)> {
+        let unavailable = |reason: String| Error::Unavailable { url: url.to_owned(), reason };
+        let target = parse_url(url).ok_or_else(|| unavailable("expected sqlite://PATH or sqlite::memory:".into()))?;
+        if let Target::File(path) = &target {
+            prepare_path(path).map_err(unavailable)?;
+        }
+        let name_path = |e: Error| match (e, &target) {
+            (Error::Unavailable { reason, .. }, Target::File(path)) => {
+                unavailable(format!("{reason}; is {} an orch SQLite database?", path.display()))
+            }
+            (other, _) => other,
+        };
+        let writer = connect(&target, url).map_err(name_path)?;
+        if matches!(target, Target::File(_)) {
+            use_wal(&writer, url).map_err(name_path)?;
+        }
+        migrate(&writer, url).map_err(name_path)?;
+        let readers = match target {
+            // Every connection to `:memory:` is its own database: reads go to the writer.
+            Target::Memory => Vec::new(),
+            Target::File(_) => (0..READERS).map(|_| connect(&target, url)).collect::<Result<_>>()?,
+        };
+        Ok((writer, readers))
+    }
+
+    fn gone(&self) -> Error {
+        Error::Unavailable { url: self.url.to_string(), reason: "the store's writer has stopped".into() }
+    }
+
+    /// Queues `body` for the writer thread and waits until its batch has committed.
+    /// `keep` decides from the body's result whether its changes stay (a fenced or
+    /// conflicting write rolls back to its savepoint).
+    async fn write<T, F>(&self, keep: fn(&Result<T>) -> bool, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(W<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let url = self.url.clone();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => body(W { conn, url: &url }),
+                Err(e) => Err(e),
+            };
+            let kept = keep(&result);
+            let finish: Finish = Box::new(move |commit_err| {
+                let answer = match commit_err {
+                    Some(e) if kept => Err(e.clone()),
+                    _ => result,
+                };
+                let _ = reply.send(answer);
+            });
+            (kept, finish)
+        });
+        self.writer.send(op).await.map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    /// Runs `body` on a reader thread (or, in memory, on the writer).
+    async fn read<T, F>(&self, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(W<'_>) -> Result<T> + Send + 'static,
+    {
+        let Some(readers) = &self.readers else { return self.write(|_| false, body).await };
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let url = self.url.clone();
+        let op: ReadOp = Box::new(move |conn| {
+            let _ = reply.send(body(W { conn, url: &url }));
+        });
+        readers.send(op).await.map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())?
+    }
 }
 
-/// One write's view of the batch transaction: the connection, inside the write's
-/// savepoint, and the URL to name in errors.
-struct Tx<'c> {
-    conn: &'c mut SqliteConnection,
+fn spawn_thread<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| Error::Database(format!("cannot start thread {name}: {e}")))
+}
+
+/// The single writer. Policy: runs until the store (every sender) is dropped, then
+/// ends after the last batch; a failed batch is reported to its callers and the
+/// thread goes on with the next.
+fn writer_thread(conn: Connection, url: &str, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, url, std::mem::take(&mut batch));
+    }
+}
+
+/// A reader. Policy: runs until the store is dropped.
+fn reader_thread(conn: Connection, queue: &Mutex<mpsc::Receiver<ReadOp>>) {
+    loop {
+        // The lock is held only while waiting: the other readers are idle then too.
+        let op = match queue.lock() {
+            Ok(mut q) => q.blocking_recv(),
+            Err(_) => return,
+        };
+        match op {
+            Some(op) => op(&conn),
+            None => return,
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs `ops` in one `BEGIN IMMEDIATE` transaction, each in a savepoint unless it
+/// is alone, commits once, then answers every caller.
+fn run_batch(conn: &Connection, url: &str, ops: Vec<WriteOp>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let e = map_err(url, e);
+        for op in ops {
+            let (_, finish) = op(Err(e.clone()));
+            finish(None);
+        }
+        return;
+    }
+    let alone = ops.len() == 1;
+    let mut finishes = Vec::with_capacity(ops.len());
+    let mut any_kept = false;
+    // A savepoint that cannot be rolled back leaves a failed write's partial
+    // changes in the transaction: then nothing of the batch may commit.
+    let mut poisoned: Option<Error> = None;
+    for op in ops {
+        if alone {
+            let (kept, finish) = op(Ok(conn));
+            any_kept |= kept;
+            finishes.push(finish);
+            continue;
+        }
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
+            let e = map_err(url, e);
+            let (_, finish) = op(Err(e.clone()));
+            finish(None);
+            poisoned.get_or_insert(e);
+            continue;
+        }
+        let (kept, finish) = op(Ok(conn));
+        let ended = if kept { Ok(()) } else { exec(conn, "ROLLBACK TO op") }.and_then(|()| exec(conn, "RELEASE op"));
+        if let Err(e) = ended {
+            poisoned.get_or_insert(map_err(url, e));
+        }
+        any_kept |= kept;
+        finishes.push(finish);
+    }
+    let outcome = match poisoned {
+        Some(e) => {
+            let _ = exec(conn, "ROLLBACK");
+            Err(e)
+        }
+        None if any_kept => exec(conn, "COMMIT").map_err(|e| map_err(url, e)),
+        None => exec(conn, "ROLLBACK").map_err(|e| map_err(url, e)),
+    };
+    if let Err(e) = &outcome {
+        // A failed COMMIT leaves the transaction open; end it so the next batch starts clean.
+        if !conn.is_autocommit() {
+            let _ = exec(conn, "ROLLBACK");
+        }
+        tracing::warn!(store = %url, error = %e, "write batch failed");
+    }
+    for finish in finishes {
+        finish(outcome.as_ref().err());
+    }
+}
+
+fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> Error {
+    Error::Corrupt { table, reason: reason.to_string() }
+}
+
+fn col<T: FromSql>(r: &Row<'_>, table: &'static str, name: &'static str) -> Result<T> {
+    r.get(name).map_err(|e| corrupt(table, format!("column {name}: {e}")))
+}
+
+fn parse<T: FromStr>(table: &'static str, name: &'static str, s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| corrupt(table, format!("column {name}: {e}")))
+}
+
+fn json_col(r: &Row<'_>, table: &'static str, name: &'static str) -> Result<Option<Value>> {
+    col::<Option<String>>(r, table, name)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(table, format!("column {name}: {e}"))))
+        .transpose()
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_millis)
+}
+
+fn to_i32(table: &'static str, name: &'static str, v: Option<i64>) -> Result<Option<i32>> {
+    v.map(|v| i32::try_from(v).map_err(|_| corrupt(table, format!("column {name}: {v} out of range")))).transpose()
+}
+
+/// Decodes one job row (selected with `job_columns!`).
+fn job_from_row(r: &Row<'_>) -> Result<Job> {
+    const T: &str = "jobs";
+    let attempt: i64 = col(r, T, "attempt")?;
+    Ok(Job {
+        id: JobId(col(r, T, "id")?),
+        item: parse(T, "item", &col::<String>(r, T, "item")?)?,
+        stage: StageName::new(col::<String>(r, T, "stage")?),
+        attempt: u32::try_from(attempt).map_err(|_| corrupt(T, format!("column attempt: {attempt}")))?,
+        status: parse::<JobStatus>(T, "status", &col::<String>(r, T, "status")?)?,
+        owner: col(r, T, "owner")?,
+        epoch: col(r, T, "epoch")?,
+        lease_expires_at: ts(col(r, T, "lease_expires_at")?),
+        heartbeat_at: ts(col(r, T, "heartbeat_at")?),
+        pid: to_i32(T, "pid", col(r, T, "pid")?)?,
+        pgid: to_i32(T, "pgid", col(r, T, "pgid")?)?,
+        proc_start: col(r, T, "proc_start")?,
+        queued_at: Timestamp::from_millis(col(r, T, "queued_at")?),
+        started_at: ts(col(r, T, "started_at")?),
+        finished_at: ts(col(r, T, "finished_at")?),
+        exit_code: to_i32(T, "exit_code", col(r, T, "exit_code")?)?,
+        reason: col(r, T, "reason")?,
+        verdict: json_col(r, T, "verdict")?,
+        log_path: col(r, T, "log_path")?,
+    })
+}
+
+/// Decodes one item row (selected with `ITEM_SELECT`).
+fn item_from_row(r: &Row<'_>) -> Result<Item> {
+    const T: &str = "items";
+    let attempts: String = col(r, T, "attempts")?;
+    let pr = match col::<Option<String>>(r, T, "pr_url")? {
+        Some(url) => Some(PullRequest {
+            url,
+            state: col::<Option<String>>(r, T, "pr_state")?.unwrap_or_default(),
+            merge_sha: col(r, T, "pr_merge_sha")?,
+        }),
+        None => None,
+    };
+    Ok(Item {
+        key: parse(T, "key", &col::<String>(r, T, "key")?)?,
+        repo: col(r, T, "repo")?,
+        kind: parse::<ItemKind>(T, "kind", &col::<String>(r, T, "kind")?)?,
+        title: col(r, T, "title")?,
+        body: col(r, T, "body")?,
+        track: TrackName::new(col::<String>(r, T, "track")?),
+        stage: StageName::new(col::<String>(r, T, "stage")?),
+        status: parse::<ItemStatus>(T, "status", &col::<String>(r, T, "status")?)?,
+        version: col(r, T, "version")?,
+        attempts: serde_json::from_str(&attempts).map_err(|e| corrupt(T, format!("column attempts: {e}")))?,
+        branch: col(r, T, "branch")?,
+        pr,
+        created_at: Timestamp::from_millis(col(r, T, "created_at")?),
+        updated_at: Timestamp::from_millis(col(r, T, "updated_at")?),
+    })
+}
+
+/// Decodes one event row (selected with `event_columns!`).
+fn event_from_row(r: &Row<'_>) -> Result<Event> {
+    const T: &str = "events";
+    Ok(Event {
+        seq: col(r, T, "seq")?,
+        at: Timestamp::from_millis(col(r, T, "at")?),
+        item: parse(T, "item", &col::<String>(r, T, "item")?)?,
+        job: col::<Option<i64>>(r, T, "job")?.map(JobId),
+        kind: col(r, T, "kind")?,
+        from: col(r, T, "from_")?,
+        to: col(r, T, "to_")?,
+        epoch: col(r, T, "epoch")?,
+        reason: col(r, T, "reason")?,
+        data: json_col(r, T, "data")?.unwrap_or(Value::Null),
+    })
+}
+
+fn active_job_from_row(r: &Row<'_>) -> Result<ActiveJob> {
+    const T: &str = "jobs";
+    Ok(ActiveJob {
+        id: JobId(col(r, T, "id")?),
+        item: parse(T, "item", &col::<String>(r, T, "item")?)?,
+        stage: StageName::new(col::<String>(r, T, "stage")?),
+        status: parse::<JobStatus>(T, "status", &col::<String>(r, T, "status")?)?,
+        owner: col(r, T, "owner")?,
+        epoch: col(r, T, "epoch")?,
+        started_at: ts(col(r, T, "started_at")?),
+        lease_expires_at: ts(col(r, T, "lease_expires_at")?),
+    })
+}
+
+/// Items per status: open ones counted live (partial index), terminal ones from
+/// the trigger-kept counters, so the cost does not grow with history.
+const OPEN_AND_DONE_ITEMS: &str = "SELECT status AS k, COUNT(*) AS n FROM items \
+     WHERE status NOT IN ('done', 'cancelled') GROUP BY status \
+     UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'items' GROUP BY status";
+/// Jobs per status, the same way.
+const OPEN_AND_DONE_JOBS: &str = "SELECT status AS k, COUNT(*) AS n FROM jobs \
+     WHERE status IN ('queued', 'running', 'finishing') GROUP BY status \
+     UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'jobs' GROUP BY status";
+
+const ITEM_SELECT: &str = "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
+     i.attempts, i.branch, i.created_at, i.updated_at, p.url AS pr_url, p.state AS pr_state, \
+     p.merge_sha AS pr_merge_sha FROM items i LEFT JOIN prs p ON p.item = i.key ";
+
+fn json_text(v: &Value) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Invalid(format!("JSON cannot be encoded: {e}")))
+}
+
+/// One request's view of a connection: the writer's (inside the request's
+/// savepoint) or a reader's, and the URL to name in errors.
+struct W<'c> {
+    conn: &'c Connection,
     url: &'c str,
 }
 
-impl Tx<'_> {
-    fn err(&self, e: sqlx::Error) -> Error {
-        common::map_err(self.url, e)
+impl W<'_> {
+    fn err(&self, e: rusqlite::Error) -> Error {
+        map_err(self.url, e)
+    }
+
+    /// Every row of `sql` decoded by `decode`.
+    fn rows<T>(&self, sql: &str, args: impl rusqlite::Params, decode: fn(&Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(args).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(decode(row)?);
+        }
+        Ok(out)
+    }
+
+    fn execute(&self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
+        self.conn.prepare_cached(sql).and_then(|mut s| s.execute(args)).map_err(|e| self.err(e))
+    }
+
+    fn one<T: FromSql>(&self, sql: &str, args: impl rusqlite::Params) -> Result<Option<T>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row(args, |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
     }
 
     /// After a fenced write affected no row: NotFound if the job does not exist, else
     /// the owner's epoch (or the job's status) is stale.
-    async fn fenced_or_missing(&mut self, job: JobId, epoch: i64) -> Error {
-        match sqlx::query("SELECT 1 FROM jobs WHERE id = $1").bind(job.0).fetch_optional(&mut *self.conn).await {
+    fn fenced_or_missing(&self, job: JobId, epoch: i64) -> Error {
+        match self.one::<i64>("SELECT 1 FROM jobs WHERE id = ?1", params![job.0]) {
             Ok(None) => Error::NotFound { what: format!("job {job}") },
             Ok(Some(_)) => Error::FencedOut { job, epoch },
-            Err(e) => self.err(e),
+            Err(e) => e,
         }
     }
 
-    async fn insert_event(&mut self, ev: &NewEvent, now: Timestamp) -> Result<()> {
-        sqlx::query(
+    fn insert_event(&self, ev: &NewEvent, now: Timestamp) -> Result<()> {
+        self.execute(
             "INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(now.as_millis())
-        .bind(ev.item.to_string())
-        .bind(ev.job.map(|j| j.0))
-        .bind(ev.kind.as_str())
-        .bind(ev.from.as_deref())
-        .bind(ev.to.as_deref())
-        .bind(ev.epoch)
-        .bind(ev.reason.as_deref())
-        .bind(Json(&ev.data))
-        .execute(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                now.as_millis(),
+                ev.item.to_string(),
+                ev.job.map(|j| j.0),
+                ev.kind.as_str(),
+                ev.from,
+                ev.to,
+                ev.epoch,
+                ev.reason,
+                json_text(&ev.data)?,
+            ],
+        )?;
         Ok(())
     }
 
     /// Queues a job and appends its `job.queued`; returns the new id.
-    async fn enqueue(&mut self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<JobId> {
-        let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
-             VALUES ($1, $2, $3, 'queued', 0, $4) RETURNING id",
-        )
-        .bind(item.to_string())
-        .bind(stage)
-        .bind(i64::from(attempt))
-        .bind(now.as_millis())
-        .fetch_one(&mut *self.conn)
-        .await
-        .map_err(|e| if common::is_unique_violation(&e) { common::second_active_job(item) } else { self.err(e) })?;
+    fn enqueue(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<JobId> {
+        let id: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
+                 VALUES (?1, ?2, ?3, 'queued', 0, ?4) RETURNING id",
+            )
+            .and_then(|mut s| s.query_row(params![item.to_string(), stage, attempt, now.as_millis()], |r| r.get(0)))
+            .map_err(|e| if is_unique_violation(&e) { common::second_active_job(item) } else { self.err(e) })?;
         let id = JobId(id);
         let mut ev = NewEvent::new(item.clone(), EventKind::JobQueued);
         ev.job = Some(id);
         ev.epoch = Some(0);
         ev.to = Some(stage.to_owned());
         ev.data = json!({ "attempt": attempt });
-        self.insert_event(&ev, now).await?;
+        self.insert_event(&ev, now)?;
         Ok(id)
     }
 
-    async fn create_item(&mut self, new: &NewItem, now: Timestamp) -> Result<ItemKey> {
+    fn create_item(&self, new: &NewItem, now: Timestamp) -> Result<ItemKey> {
         let attempts = common::attempts_json(&new.state.attempts)?;
         let first_attempt = new.state.attempts_at(&new.state.stage).max(1);
-        let number: i64 = sqlx::query_scalar(
-            "INSERT INTO key_counters (prefix, last) VALUES ($1, 1) \
-             ON CONFLICT (prefix) DO UPDATE SET last = key_counters.last + 1 RETURNING last",
-        )
-        .bind(new.prefix.as_str())
-        .fetch_one(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+        let number: i64 = self
+            .one(
+                "INSERT INTO key_counters (prefix, last) VALUES (?1, 1) \
+                 ON CONFLICT (prefix) DO UPDATE SET last = key_counters.last + 1 RETURNING last",
+                params![new.prefix.as_str()],
+            )?
+            .ok_or_else(|| corrupt("key_counters", "the counter upsert returned no row"))?;
         let key = common::item_key(&new.prefix, number)?;
-        let number_i64 = number;
-        sqlx::query(
+        self.execute(
             "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, \
-             attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
-        )
-        .bind(key.to_string())
-        .bind(new.prefix.as_str())
-        .bind(number_i64)
-        .bind(&new.repo)
-        .bind(new.kind.as_str())
-        .bind(&new.title)
-        .bind(&new.body)
-        .bind(new.state.track.as_str())
-        .bind(new.state.stage.as_str())
-        .bind(new.state.status.as_str())
-        .bind(new.state.version)
-        .bind(&attempts)
-        .bind(now.as_millis())
-        .execute(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+             attempts, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            params![
+                key.to_string(),
+                new.prefix.as_str(),
+                number,
+                new.repo,
+                new.kind.as_str(),
+                new.title,
+                new.body,
+                new.state.track.as_str(),
+                new.state.stage.as_str(),
+                new.state.status.as_str(),
+                new.state.version,
+                attempts,
+                now.as_millis(),
+            ],
+        )?;
         let mut created = NewEvent::new(key.clone(), EventKind::ItemCreated);
         created.to = Some(new.state.stage.to_string());
         created.data = json!({ "repo": new.repo, "kind": new.kind, "track": new.state.track });
-        self.insert_event(&created, now).await?;
-        self.enqueue(&key, new.state.stage.as_str(), first_attempt, now).await?;
+        self.insert_event(&created, now)?;
+        self.enqueue(&key, new.state.stage.as_str(), first_attempt, now)?;
         Ok(key)
     }
 
-    async fn set_branch(&mut self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
-        let done = sqlx::query("UPDATE items SET branch = $2, updated_at = $3 WHERE key = $1")
-            .bind(key.to_string())
-            .bind(branch)
-            .bind(now.as_millis())
-            .execute(&mut *self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(Error::NotFound { what: format!("item {key}") }) }
+    fn set_branch(&self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
+        let n = self.execute(
+            "UPDATE items SET branch = ?2, updated_at = ?3 WHERE key = ?1",
+            params![key.to_string(), branch, now.as_millis()],
+        )?;
+        if n == 1 { Ok(()) } else { Err(Error::NotFound { what: format!("item {key}") }) }
     }
 
-    async fn claim_jobs(&mut self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
-        if limit == 0 {
-            return Ok(Vec::new());
+    fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
+        let mut jobs = self.rows(
+            concat!(
+                "UPDATE jobs SET status = 'running', owner = ?1, epoch = epoch + 1, lease_expires_at = ?2, \
+                 heartbeat_at = ?3, started_at = ?3 \
+                 WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT ?4) \
+                 RETURNING ",
+                job_columns!()
+            ),
+            params![node, now.add(lease_ttl).as_millis(), now.as_millis(), limit],
+            job_from_row,
+        )?;
+        for job in &jobs {
+            self.execute(
+                "UPDATE items SET status = 'running', updated_at = ?2 WHERE key = ?1",
+                params![job.item.to_string(), now.as_millis()],
+            )?;
         }
-        let rows = sqlx::query(concat!(
-            "UPDATE jobs SET status = 'running', owner = $1, epoch = epoch + 1, lease_expires_at = $2, \
-             heartbeat_at = $3, started_at = $3 \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT $4)",
-            returning_job!()
-        ))
-        .bind(node)
-        .bind(now.add(lease_ttl).as_millis())
-        .bind(now.as_millis())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        if jobs.is_empty() {
-            return Ok(jobs);
-        }
-        let keys: Vec<String> = jobs.iter().map(|j| j.item.to_string()).collect();
-        sqlx::query(
-            "UPDATE items SET status = 'running', updated_at = $1 WHERE key IN (SELECT value FROM json_each($2))",
-        )
-        .bind(now.as_millis())
-        .bind(Json(&keys))
-        .execute(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
         jobs.sort_by_key(|j| (j.queued_at, j.id));
         Ok(jobs)
     }
 
-    async fn renew_leases(
-        &mut self,
+    fn renew_leases(
+        &self,
         node: &str,
         jobs: &[(JobId, i64)],
         now: Timestamp,
         lease_ttl: Duration,
     ) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+        let mut renewed = Vec::with_capacity(jobs.len());
+        let expires = now.add(lease_ttl).as_millis();
+        // One prepared statement per job inside one transaction: each is a primary-key
+        // update costing microseconds, and a job named twice is renewed once.
+        for (id, epoch) in jobs {
+            let n = self.execute(
+                "UPDATE jobs SET lease_expires_at = ?3, heartbeat_at = ?4 \
+                 WHERE id = ?1 AND epoch = ?2 AND owner = ?5 AND status IN ('running', 'finishing')",
+                params![id.0, epoch, expires, now.as_millis(), node],
+            )?;
+            if n == 1 {
+                renewed.push(*id);
+            }
         }
-        let pairs: Vec<(i64, i64)> = jobs.iter().map(|(id, epoch)| (id.0, *epoch)).collect();
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET lease_expires_at = $3, heartbeat_at = $2 \
-             WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each($1)) \
-               AND owner = $4 AND status IN ('running', 'finishing') \
-               AND EXISTS (SELECT 1 FROM json_each($1) \
-                           WHERE json_extract(value, '$[0]') = jobs.id AND json_extract(value, '$[1]') = jobs.epoch) \
-             RETURNING id",
-        )
-        .bind(Json(&pairs))
-        .bind(now.as_millis())
-        .bind(now.add(lease_ttl).as_millis())
-        .bind(node)
-        .fetch_all(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let mut ids: Vec<JobId> = ids.into_iter().map(JobId).collect();
-        ids.sort();
-        Ok(ids)
+        renewed.sort();
+        renewed.dedup();
+        Ok(renewed)
     }
 
-    async fn record_started(&mut self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()> {
-        let item: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET pid = $3, pgid = $4, proc_start = $5, log_path = $6, heartbeat_at = $7 \
-             WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
-        )
-        .bind(job.0)
-        .bind(epoch)
-        .bind(i64::from(run.pid))
-        .bind(i64::from(run.pgid))
-        .bind(run.proc_start)
-        .bind(&run.log_path)
-        .bind(now.as_millis())
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(job, epoch).await) };
-        let mut ev = NewEvent::new(common_key(&item)?, EventKind::JobStarted);
+    /// An owner write: `sql` updates the job at `epoch` and returns its item.
+    fn fenced_update(&self, job: JobId, epoch: i64, sql: &str, args: impl rusqlite::Params) -> Result<ItemKey> {
+        match self.one::<String>(sql, args)? {
+            Some(item) => parse("jobs", "item", &item),
+            None => Err(self.fenced_or_missing(job, epoch)),
+        }
+    }
+
+    /// Appends the event of an owner write, stamped with the job and epoch.
+    fn owner_event(&self, mut ev: NewEvent, job: JobId, epoch: i64, now: Timestamp) -> Result<()> {
         ev.job = Some(job);
         ev.epoch = Some(epoch);
+        self.insert_event(&ev, now)
+    }
+
+    fn record_started(&self, job: JobId, epoch: i64, run: &RunInfo, now: Timestamp) -> Result<()> {
+        let item = self.fenced_update(
+            job,
+            epoch,
+            "UPDATE jobs SET pid = ?3, pgid = ?4, proc_start = ?5, log_path = ?6, heartbeat_at = ?7 \
+             WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
+            params![job.0, epoch, run.pid, run.pgid, run.proc_start, run.log_path, now.as_millis()],
+        )?;
+        let mut ev = NewEvent::new(item, EventKind::JobStarted);
         ev.data = json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path });
-        self.insert_event(&ev, now).await?;
-        Ok(())
+        self.owner_event(ev, job, epoch, now)
     }
 
-    async fn record_finished(&mut self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()> {
-        let item: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $4, reason = $5, heartbeat_at = $3 \
-             WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item",
-        )
-        .bind(job.0)
-        .bind(epoch)
-        .bind(now.as_millis())
-        .bind(exit.exit_code.map(i64::from))
-        .bind(exit.reason.as_deref())
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(job, epoch).await) };
-        let mut ev = NewEvent::new(common_key(&item)?, EventKind::JobFinished);
-        ev.job = Some(job);
-        ev.epoch = Some(epoch);
-        ev.reason = exit.reason;
+    fn record_finished(&self, job: JobId, epoch: i64, exit: &ExitInfo, now: Timestamp) -> Result<()> {
+        let item = self.fenced_update(
+            job,
+            epoch,
+            "UPDATE jobs SET status = 'finishing', finished_at = ?3, exit_code = ?4, reason = ?5, heartbeat_at = ?3 \
+             WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
+            params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason],
+        )?;
+        let mut ev = NewEvent::new(item, EventKind::JobFinished);
+        ev.reason = exit.reason.clone();
         ev.data = json!({ "exit_code": exit.exit_code });
-        self.insert_event(&ev, now).await?;
-        Ok(())
+        self.owner_event(ev, job, epoch, now)
     }
 
-    async fn record_gate_result(&mut self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
-        let item: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET heartbeat_at = $3 \
-             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item",
-        )
-        .bind(job.0)
-        .bind(epoch)
-        .bind(now.as_millis())
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(item) = item else { return Err(self.fenced_or_missing(job, epoch).await) };
-        sqlx::query(
+    fn record_gate_result(&self, job: JobId, epoch: i64, result: &GateResult, now: Timestamp) -> Result<()> {
+        let item = self.fenced_update(
+            job,
+            epoch,
+            "UPDATE jobs SET heartbeat_at = ?3 \
+             WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') RETURNING item",
+            params![job.0, epoch, now.as_millis()],
+        )?;
+        self.execute(
             "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(job.0)
-        .bind(epoch)
-        .bind(&result.gate)
-        .bind(result.passed)
-        .bind(result.exit_code.map(i64::from))
-        .bind(result.metric)
-        .bind(result.duration_ms)
-        .bind(result.reason.as_deref())
-        .bind(now.as_millis())
-        .execute(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                job.0,
+                epoch,
+                result.gate,
+                result.passed,
+                result.exit_code,
+                result.metric,
+                result.duration_ms,
+                result.reason,
+                now.as_millis()
+            ],
+        )?;
         let kind = if result.passed { EventKind::GatePassed } else { EventKind::GateFailed };
-        let mut ev = NewEvent::new(common_key(&item)?, kind);
-        ev.job = Some(job);
-        ev.epoch = Some(epoch);
+        let mut ev = NewEvent::new(item, kind);
         ev.reason = result.reason.clone();
         ev.data = json!({
             "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
             "duration_ms": result.duration_ms,
         });
-        self.insert_event(&ev, now).await?;
-        Ok(())
+        self.owner_event(ev, job, epoch, now)
     }
 
-    async fn take_over(
-        &mut self,
+    fn take_over(
+        &self,
         job: JobId,
         expected_epoch: i64,
         node: &str,
@@ -551,29 +830,20 @@ impl Tx<'_> {
         lease_ttl: Duration,
         reason: &str,
     ) -> Result<Option<Job>> {
-        let previous: Option<Option<String>> = sqlx::query_scalar("SELECT owner FROM jobs WHERE id = $1")
-            .bind(job.0)
-            .fetch_optional(&mut *self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let previous: Option<Option<String>> = self.one("SELECT owner FROM jobs WHERE id = ?1", params![job.0])?;
         let Some(previous) = previous else { return Err(Error::NotFound { what: format!("job {job}") }) };
-        let row = sqlx::query(concat!(
-            "UPDATE jobs SET owner = $3, epoch = epoch + 1, lease_expires_at = $4, heartbeat_at = $5 \
-             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing')",
-            returning_job!()
-        ))
-        .bind(job.0)
-        .bind(expected_epoch)
-        .bind(node)
-        .bind(now.add(lease_ttl).as_millis())
-        .bind(now.as_millis())
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let taken = job_from_row(&row)?;
+        let taken = self
+            .rows(
+                concat!(
+                    "UPDATE jobs SET owner = ?3, epoch = epoch + 1, lease_expires_at = ?4, heartbeat_at = ?5 \
+                     WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') RETURNING ",
+                    job_columns!()
+                ),
+                params![job.0, expected_epoch, node, now.add(lease_ttl).as_millis(), now.as_millis()],
+                job_from_row,
+            )?
+            .pop();
+        let Some(taken) = taken else { return Ok(None) };
         let mut ev = NewEvent::new(taken.item.clone(), EventKind::ReaperTookOver);
         ev.job = Some(job);
         ev.epoch = Some(taken.epoch);
@@ -581,67 +851,44 @@ impl Tx<'_> {
         ev.to = Some(node.to_owned());
         ev.reason = Some(reason.to_owned());
         ev.data = json!({ "previous_epoch": expected_epoch, "status": taken.status });
-        self.insert_event(&ev, now).await?;
+        self.insert_event(&ev, now)?;
         Ok(Some(taken))
     }
 
-    async fn release_job(&mut self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {
-        let row = sqlx::query(
+    fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {
+        let item = self.fenced_update(
+            job,
+            epoch,
             "UPDATE jobs SET status = 'queued', owner = NULL, epoch = epoch + 1, lease_expires_at = NULL, \
              heartbeat_at = NULL, pid = NULL, pgid = NULL, proc_start = NULL, started_at = NULL, \
-             finished_at = NULL, exit_code = NULL, log_path = NULL, reason = $3 \
-             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item, epoch",
-        )
-        .bind(job.0)
-        .bind(epoch)
-        .bind(reason)
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(row) = row else { return Err(self.fenced_or_missing(job, epoch).await) };
-        let item: String = row.try_get("item").map_err(|e| self.err(e))?;
-        let new_epoch: i64 = row.try_get("epoch").map_err(|e| self.err(e))?;
-        sqlx::query("UPDATE items SET status = 'queued', updated_at = $2 WHERE key = $1")
-            .bind(&item)
-            .bind(now.as_millis())
-            .execute(&mut *self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut ev = NewEvent::new(common_key(&item)?, EventKind::JobReleased);
-        ev.job = Some(job);
-        ev.epoch = Some(new_epoch);
+             finished_at = NULL, exit_code = NULL, log_path = NULL, reason = ?3 \
+             WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') RETURNING item",
+            params![job.0, epoch, reason],
+        )?;
+        self.execute(
+            "UPDATE items SET status = 'queued', updated_at = ?2 WHERE key = ?1",
+            params![item.to_string(), now.as_millis()],
+        )?;
+        let mut ev = NewEvent::new(item, EventKind::JobReleased);
         ev.reason = Some(reason.to_owned());
-        self.insert_event(&ev, now).await?;
-        Ok(())
+        self.owner_event(ev, job, epoch + 1, now)
     }
 
-    async fn commit_transition(&mut self, commit: &TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
+    fn commit_transition(&self, commit: &TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
         let key = commit.item.to_string();
         let attempts = common::attempts_json(&commit.next.attempts)?;
 
         // 1. The committer must still own its job; ending it is the fenced write.
         if let Some(job) = &commit.job {
-            let done = sqlx::query(
-                "UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
-                 finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL \
-                 WHERE id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing')",
-            )
-            .bind(job.id.0)
-            .bind(job.epoch)
-            .bind(job.status.as_str())
-            .bind(job.reason.as_deref())
-            .bind(job.verdict.as_ref().map(Json))
-            .bind(now.as_millis())
-            .bind(&key)
-            .execute(&mut *self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-            if done.rows_affected() != 1 {
-                let owner_item: Option<String> = sqlx::query_scalar("SELECT item FROM jobs WHERE id = $1")
-                    .bind(job.id.0)
-                    .fetch_optional(&mut *self.conn)
-                    .await
-                    .map_err(|e| self.err(e))?;
+            let verdict = job.verdict.as_ref().map(json_text).transpose()?;
+            let n = self.execute(
+                "UPDATE jobs SET status = ?3, reason = COALESCE(?4, reason), verdict = COALESCE(?5, verdict), \
+                 finished_at = COALESCE(finished_at, ?6), heartbeat_at = ?6, lease_expires_at = NULL \
+                 WHERE id = ?1 AND epoch = ?2 AND item = ?7 AND status IN ('running', 'finishing')",
+                params![job.id.0, job.epoch, job.status.as_str(), job.reason, verdict, now.as_millis(), key],
+            )?;
+            if n != 1 {
+                let owner_item: Option<String> = self.one("SELECT item FROM jobs WHERE id = ?1", params![job.id.0])?;
                 return match owner_item {
                     None => Err(Error::NotFound { what: format!("job {}", job.id) }),
                     Some(other) if other != key => {
@@ -653,28 +900,22 @@ impl Tx<'_> {
         }
 
         // 2. The item must still be at the version the decision was made from.
-        let done = sqlx::query(
-            "UPDATE items SET track = $3, stage = $4, status = $5, version = $6, attempts = $7, updated_at = $8 \
-             WHERE key = $1 AND version = $2",
-        )
-        .bind(&key)
-        .bind(commit.expected_version)
-        .bind(commit.next.track.as_str())
-        .bind(commit.next.stage.as_str())
-        .bind(commit.next.status.as_str())
-        .bind(commit.next.version)
-        .bind(&attempts)
-        .bind(now.as_millis())
-        .execute(&mut *self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        if done.rows_affected() != 1 {
-            let exists = sqlx::query("SELECT 1 FROM items WHERE key = $1")
-                .bind(&key)
-                .fetch_optional(&mut *self.conn)
-                .await
-                .map_err(|e| self.err(e))?
-                .is_some();
+        let n = self.execute(
+            "UPDATE items SET track = ?3, stage = ?4, status = ?5, version = ?6, attempts = ?7, updated_at = ?8 \
+             WHERE key = ?1 AND version = ?2",
+            params![
+                key,
+                commit.expected_version,
+                commit.next.track.as_str(),
+                commit.next.stage.as_str(),
+                commit.next.status.as_str(),
+                commit.next.version,
+                attempts,
+                now.as_millis()
+            ],
+        )?;
+        if n != 1 {
+            let exists = self.one::<i64>("SELECT 1 FROM items WHERE key = ?1", params![key])?.is_some();
             return if exists {
                 Ok(CommitOutcome::Conflict)
             } else {
@@ -685,23 +926,19 @@ impl Tx<'_> {
         // 3. Operator actions end whatever else is in flight, fencing its owner.
         if commit.cancel_active_jobs {
             let reason = format!("cancelled by the transition of {key} from version {}", commit.expected_version);
-            let cancelled = sqlx::query(
+            let cancelled = self.rows(
                 "UPDATE jobs SET status = 'cancelled', epoch = epoch + 1, lease_expires_at = NULL, \
-                 finished_at = COALESCE(finished_at, $2), reason = $3 \
-                 WHERE item = $1 AND status IN ('queued', 'running', 'finishing') RETURNING id, epoch",
-            )
-            .bind(&key)
-            .bind(now.as_millis())
-            .bind(&reason)
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-            for row in cancelled {
+                 finished_at = COALESCE(finished_at, ?2), reason = ?3 \
+                 WHERE item = ?1 AND status IN ('queued', 'running', 'finishing') RETURNING id, epoch",
+                params![key, now.as_millis(), reason],
+                |r| Ok((JobId(col(r, "jobs", "id")?), col::<i64>(r, "jobs", "epoch")?)),
+            )?;
+            for (id, epoch) in cancelled {
                 let mut ev = NewEvent::new(commit.item.clone(), EventKind::JobCancelled);
-                ev.job = Some(JobId(row.try_get("id").map_err(|e| self.err(e))?));
-                ev.epoch = Some(row.try_get("epoch").map_err(|e| self.err(e))?);
+                ev.job = Some(id);
+                ev.epoch = Some(epoch);
                 ev.reason = Some(reason.clone());
-                self.insert_event(&ev, now).await?;
+                self.insert_event(&ev, now)?;
             }
         }
 
@@ -717,101 +954,38 @@ impl Tx<'_> {
                 reason: ev.reason.clone(),
                 data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
             };
-            self.insert_event(&filled, now).await?;
+            self.insert_event(&filled, now)?;
         }
 
         // 5. The next job.
         let enqueued = match &commit.enqueue {
-            Some((stage, attempt)) => Some(self.enqueue(&commit.item, stage.as_str(), *attempt, now).await?),
+            Some((stage, attempt)) => Some(self.enqueue(&commit.item, stage.as_str(), *attempt, now)?),
             None => None,
         };
         Ok(CommitOutcome::Applied { enqueued })
     }
 
-    async fn append_events(&mut self, events: &[NewEvent], now: Timestamp) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        for ev in events {
-            self.insert_event(ev, now).await?;
-        }
-        Ok(())
-    }
-}
-
-/// The single writer. Policy: runs until the store (every sender) is dropped, then
-/// ends after the last batch; a failure of one batch is reported to its callers and
-/// the task goes on with the next.
-async fn writer_task(pool: SqlitePool, url: Arc<str>, mut queue: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&pool, &url, std::mem::take(&mut batch)).await;
-    }
-}
-
-/// Fails every op of a batch that could not start.
-async fn fail_all(ops: Vec<Op>, err: &Error) {
-    for op in ops {
-        let (_, finish) = op(Err(err.clone())).await;
-        finish(None);
-    }
-}
-
-/// Runs `ops` in one `BEGIN IMMEDIATE` transaction, each in a savepoint unless it
-/// is alone, commits once, then answers every caller.
-async fn run_batch(pool: &SqlitePool, url: &str, ops: Vec<Op>) {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(ops, &common::map_err(url, e)).await,
-    };
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(ops, &common::map_err(url, e)).await,
-    };
-    let alone = ops.len() == 1;
-    let mut finishes = Vec::with_capacity(ops.len());
-    let mut any_kept = false;
-    // A savepoint that cannot be rolled back leaves a failed write's partial
-    // changes in the transaction: then nothing of the batch may commit.
-    let mut poisoned: Option<Error> = None;
-    for op in ops {
-        if alone {
-            let (kept, finish) = op(Ok(Tx { conn: &mut tx, url })).await;
-            any_kept |= kept;
-            finishes.push(finish);
-            continue;
-        }
-        let mut sp = match tx.begin().await {
-            Ok(sp) => sp,
-            Err(e) => {
-                let e = common::map_err(url, e);
-                let (_, finish) = op(Err(e.clone())).await;
-                finish(None);
-                poisoned.get_or_insert(e);
-                continue;
-            }
-        };
-        let (kept, finish) = op(Ok(Tx { conn: &mut sp, url })).await;
-        let ended = if kept { sp.commit().await } else { sp.rollback().await };
-        if let Err(e) = ended {
-            poisoned.get_or_insert(common::map_err(url, e));
-        }
-        any_kept |= kept;
-        finishes.push(finish);
-    }
-    let outcome = match poisoned {
-        Some(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-        None if any_kept => tx.commit().await.map_err(|e| common::map_err(url, e)),
-        None => tx.rollback().await.map_err(|e| common::map_err(url, e)),
-    };
-    if let Err(e) = &outcome {
-        tracing::warn!(store = %url, error = %e, "write batch failed");
-    }
-    for finish in finishes {
-        finish(outcome.as_ref().err());
+    fn queue_stats(&self) -> Result<QueueStats> {
+        let pair = |r: &Row<'_>| -> Result<(String, i64)> { Ok((col(r, "counts", "k")?, col(r, "counts", "n")?)) };
+        let items = self.rows(OPEN_AND_DONE_ITEMS, [], pair)?;
+        let stages = self.rows(
+            "SELECT stage AS k, COUNT(*) AS n FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
+            [],
+            pair,
+        )?;
+        let jobs = self.rows(OPEN_AND_DONE_JOBS, [], pair)?;
+        let active = self.rows(
+            "SELECT id, item, stage, status, owner, epoch, started_at, lease_expires_at FROM jobs \
+             WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
+            [],
+            active_job_from_row,
+        )?;
+        Ok(QueueStats {
+            items_by_status: common::counts_with_zeroes(ItemStatus::ALL.iter().map(|s| s.as_str()), items),
+            items_by_stage: stages.into_iter().collect(),
+            jobs_by_status: common::counts_with_zeroes(JobStatus::ALL.iter().map(|s| s.as_str()), jobs),
+            active_jobs: active,
+        })
     }
 }
 
@@ -826,12 +1000,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_item(&self, new: NewItem, now: Timestamp) -> Result<Item> {
-        common::attempts_json(&new.state.attempts)?;
-        let (key, new) = self
-            .write(Result::is_ok, move |mut tx| {
-                Box::pin(async move { tx.create_item(&new, now).await.map(|key| (key, new)) })
-            })
-            .await?;
+        let (key, new) = self.write(Result::is_ok, move |w| w.create_item(&new, now).map(|key| (key, new))).await?;
         self.signal.notify_waiters();
         Ok(Item {
             key,
@@ -851,9 +1020,77 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {
+        let key = key.to_string();
+        self.read(move |w| {
+            let sql = format!("{ITEM_SELECT}WHERE i.key = ?1");
+            Ok(w.rows(&sql, params![key], item_from_row)?.pop())
+        })
+        .await
+    }
+
+    async fn list_items(&self, filter: &ItemFilter, page: Page) -> Result<Vec<Item>> {
+        let filter = filter.clone();
+        self.read(move |w| {
+            let sql = format!(
+                "{ITEM_SELECT}WHERE (?1 IS NULL OR i.repo = ?1) AND (?2 IS NULL OR i.stage = ?2) \
+                 AND (?3 IS NULL OR i.status = ?3) ORDER BY i.prefix, i.number LIMIT ?4 OFFSET ?5"
+            );
+            w.rows(
+                &sql,
+                params![
+                    filter.repo,
+                    filter.stage.as_ref().map(|s| s.as_str().to_owned()),
+                    filter.status.map(|s| s.as_str()),
+                    page.limit,
+                    page.offset
+                ],
+                item_from_row,
+            )
+        })
+        .await
+    }
+
     async fn set_branch(&self, key: &ItemKey, branch: &str, now: Timestamp) -> Result<()> {
         let (key, branch) = (key.clone(), branch.to_owned());
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.set_branch(&key, &branch, now).await })).await
+        self.write(Result::is_ok, move |w| w.set_branch(&key, &branch, now)).await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        self.read(move |w| {
+            Ok(w.rows(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1"), params![id.0], job_from_row)?
+                .pop())
+        })
+        .await
+    }
+
+    async fn jobs_for_item(&self, key: &ItemKey) -> Result<Vec<Job>> {
+        let key = key.to_string();
+        self.read(move |w| {
+            w.rows(
+                concat!("SELECT ", job_columns!(), " FROM jobs WHERE item = ?1 ORDER BY id"),
+                params![key],
+                job_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn active_job(&self, key: &ItemKey) -> Result<Option<Job>> {
+        let key = key.to_string();
+        self.read(move |w| {
+            Ok(w.rows(
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE item = ?1 AND status IN ('queued', 'running', 'finishing')"
+                ),
+                params![key],
+                job_from_row,
+            )?
+            .pop())
+        })
+        .await
     }
 
     async fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
@@ -861,10 +1098,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let node = node.to_owned();
-        self.write(Result::is_ok, move |mut tx| {
-            Box::pin(async move { tx.claim_jobs(&node, limit, now, lease_ttl).await })
-        })
-        .await
+        self.write(Result::is_ok, move |w| w.claim_jobs(&node, limit, now, lease_ttl)).await
     }
 
     async fn renew_leases(
@@ -878,29 +1112,19 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (node, jobs) = (node.to_owned(), jobs.to_vec());
-        self.write(Result::is_ok, move |mut tx| {
-            Box::pin(async move { tx.renew_leases(&node, &jobs, now, lease_ttl).await })
-        })
-        .await
+        self.write(Result::is_ok, move |w| w.renew_leases(&node, &jobs, now, lease_ttl)).await
     }
 
     async fn record_started(&self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()> {
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.record_started(job, epoch, run, now).await }))
-            .await
+        self.write(Result::is_ok, move |w| w.record_started(job, epoch, &run, now)).await
     }
 
     async fn record_finished(&self, job: JobId, epoch: i64, exit: ExitInfo, now: Timestamp) -> Result<()> {
-        self.write(Result::is_ok, move |mut tx| {
-            Box::pin(async move { tx.record_finished(job, epoch, exit, now).await })
-        })
-        .await
+        self.write(Result::is_ok, move |w| w.record_finished(job, epoch, &exit, now)).await
     }
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
-        self.write(Result::is_ok, move |mut tx| {
-            Box::pin(async move { tx.record_gate_result(job, epoch, result, now).await })
-        })
-        .await
+        self.write(Result::is_ok, move |w| w.record_gate_result(job, epoch, &result, now)).await
     }
 
     async fn take_over(
@@ -915,19 +1139,14 @@ impl Store for SqliteStore {
         let (node, reason) = (node.to_owned(), reason.to_owned());
         self.write(
             |r| matches!(r, Ok(Some(_))),
-            move |mut tx| {
-                Box::pin(async move { tx.take_over(job, expected_epoch, &node, now, lease_ttl, &reason).await })
-            },
+            move |w| w.take_over(job, expected_epoch, &node, now, lease_ttl, &reason),
         )
         .await
     }
 
     async fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {
         let reason = reason.to_owned();
-        self.write(Result::is_ok, move |mut tx| {
-            Box::pin(async move { tx.release_job(job, epoch, &reason, now).await })
-        })
-        .await?;
+        self.write(Result::is_ok, move |w| w.release_job(job, epoch, &reason, now)).await?;
         self.signal.notify_waiters();
         Ok(())
     }
@@ -935,10 +1154,7 @@ impl Store for SqliteStore {
     async fn commit_transition(&self, commit: TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
         common::validate_commit(&commit)?;
         let out = self
-            .write(
-                |r| matches!(r, Ok(CommitOutcome::Applied { .. })),
-                move |mut tx| Box::pin(async move { tx.commit_transition(&commit, now).await }),
-            )
+            .write(|r| matches!(r, Ok(CommitOutcome::Applied { .. })), move |w| w.commit_transition(&commit, now))
             .await?;
         if matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
             self.signal.notify_waiters();
@@ -951,174 +1167,113 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write(Result::is_ok, move |mut tx| Box::pin(async move { tx.append_events(&events, now).await })).await
-    }
-
-    async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {
-        let row = sqlx::query(concat!(item_select!(), "WHERE i.key = $1"))
-            .bind(key.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(|e| self.err(e))?;
-        row.as_ref().map(item_from_row).transpose()
-    }
-
-    async fn list_items(&self, filter: &ItemFilter, page: Page) -> Result<Vec<Item>> {
-        let rows = sqlx::query(concat!(
-            item_select!(),
-            "WHERE ($1 IS NULL OR i.repo = $1) AND ($2 IS NULL OR i.stage = $2) AND ($3 IS NULL OR i.status = $3) \
-             ORDER BY i.prefix, i.number LIMIT $4 OFFSET $5"
-        ))
-        .bind(filter.repo.as_deref())
-        .bind(filter.stage.as_ref().map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(i64::from(page.limit))
-        .bind(i64::from(page.offset))
-        .fetch_all(&self.read)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter().map(item_from_row).collect()
-    }
-
-    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
-        Ok(self.fetch_jobs(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"), &[id.0], None).await?.pop())
-    }
-
-    async fn jobs_for_item(&self, key: &ItemKey) -> Result<Vec<Job>> {
-        self.fetch_jobs(
-            concat!("SELECT ", job_columns!(), " FROM jobs WHERE item = $1 ORDER BY id"),
-            &[],
-            Some(&key.to_string()),
-        )
-        .await
-    }
-
-    async fn active_job(&self, key: &ItemKey) -> Result<Option<Job>> {
-        Ok(self
-            .fetch_jobs(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE item = $1 AND status IN ('queued', 'running', 'finishing')"
-                ),
-                &[],
-                Some(&key.to_string()),
-            )
-            .await?
-            .pop())
+        self.write(Result::is_ok, move |w| events.iter().try_for_each(|ev| w.insert_event(ev, now))).await
     }
 
     async fn expired_running(&self, now: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.fetch_jobs(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at, id LIMIT $2"
-            ),
-            &[now.as_millis(), i64::from(limit)],
-            None,
-        )
+        self.read(move |w| {
+            w.rows(
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE status = 'running' AND lease_expires_at < ?1 \
+                     ORDER BY lease_expires_at, id LIMIT ?2"
+                ),
+                params![now.as_millis(), limit],
+                job_from_row,
+            )
+        })
         .await
     }
 
     async fn stale_finishing(&self, finished_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.fetch_jobs(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE status = 'finishing' AND finished_at < $1 ORDER BY finished_at, id LIMIT $2"
-            ),
-            &[finished_before.as_millis(), i64::from(limit)],
-            None,
-        )
+        self.read(move |w| {
+            w.rows(
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE status = 'finishing' AND finished_at < ?1 ORDER BY finished_at, id LIMIT ?2"
+                ),
+                params![finished_before.as_millis(), limit],
+                job_from_row,
+            )
+        })
         .await
     }
 
     async fn overdue(&self, started_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.fetch_jobs(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE status IN ('running', 'finishing') AND started_at < $1 \
-                 ORDER BY started_at, id LIMIT $2"
-            ),
-            &[started_before.as_millis(), i64::from(limit)],
-            None,
-        )
+        self.read(move |w| {
+            w.rows(
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE status IN ('running', 'finishing') AND started_at < ?1 \
+                     ORDER BY started_at, id LIMIT ?2"
+                ),
+                params![started_before.as_millis(), limit],
+                job_from_row,
+            )
+        })
         .await
     }
 
     async fn jobs_owned_by(&self, node: &str) -> Result<Vec<Job>> {
-        self.fetch_jobs(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE status IN ('running', 'finishing') AND owner = $1 ORDER BY id"
-            ),
-            &[],
-            Some(node),
-        )
+        let node = node.to_owned();
+        self.read(move |w| {
+            w.rows(
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE status IN ('running', 'finishing') AND owner = ?1 ORDER BY id"
+                ),
+                params![node],
+                job_from_row,
+            )
+        })
         .await
     }
 
     async fn events_for_item(&self, key: &ItemKey) -> Result<Vec<Event>> {
-        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE item = $1 ORDER BY seq"))
-            .bind(key.to_string())
-            .fetch_all(&self.read)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter().map(event_from_row).collect()
+        let key = key.to_string();
+        self.read(move |w| {
+            w.rows(
+                concat!("SELECT ", event_columns!(), " FROM events WHERE item = ?1 ORDER BY seq"),
+                params![key],
+                event_from_row,
+            )
+        })
+        .await
     }
 
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         // One writer at a time means seqs are assigned in commit order: a reader
         // never sees seq n+1 before seq n.
-        let rows =
-            sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await
-                .map_err(|e| self.err(e))?;
-        rows.iter().map(event_from_row).collect()
+        self.read(move |w| {
+            w.rows(
+                concat!("SELECT ", event_columns!(), " FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                params![after, limit],
+                event_from_row,
+            )
+        })
+        .await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         // One read transaction, so the counts agree with each other.
-        let mut tx = self.read.begin().await.map_err(|e| self.err(e))?;
-        let items: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM items GROUP BY status")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let stages: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        let jobs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let active = sqlx::query(
-            "SELECT id, item, stage, status, owner, epoch, started_at, lease_expires_at FROM jobs \
-             WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(QueueStats {
-            items_by_status: common::counts_with_zeroes(ItemStatus::ALL.iter().map(|s| s.as_str()), items),
-            items_by_stage: stages.into_iter().collect(),
-            jobs_by_status: common::counts_with_zeroes(JobStatus::ALL.iter().map(|s| s.as_str()), jobs),
-            active_jobs: active.iter().map(active_job_from_row).collect::<Result<_>>()?,
+        self.read(|w| {
+            // In memory the read runs inside the writer's transaction already.
+            let own_tx = w.conn.is_autocommit();
+            if own_tx {
+                w.conn.execute_batch("BEGIN").map_err(|e| w.err(e))?;
+            }
+            let stats = w.queue_stats();
+            if own_tx {
+                let _ = w.conn.execute_batch("COMMIT");
+            }
+            stats
         })
+        .await
     }
-}
-
-fn common_key(s: &str) -> Result<ItemKey> {
-    ItemKey::from_str(s).map_err(|e| Error::Corrupt { table: "jobs", reason: format!("column item: {e}") })
 }
 
 #[cfg(test)]
@@ -1145,9 +1300,10 @@ mod tests {
 
     /// The reaper's, the claim's and the stats' queries must be index searches, not
     /// table scans, or a pass over 100,000 items would cost a full scan each.
-    #[tokio::test]
-    async fn hot_queries_use_indexes() {
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    #[test]
+    fn hot_queries_use_indexes() {
+        let conn = connect(&Target::Memory, "sqlite::memory:").unwrap();
+        migrate(&conn, "sqlite::memory:").unwrap();
         let queries = [
             "SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT 5",
             "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < 5 ORDER BY lease_expires_at, id LIMIT 5",
@@ -1158,20 +1314,18 @@ mod tests {
             "SELECT id FROM jobs WHERE item = 'A-1' ORDER BY id",
             "SELECT seq FROM events WHERE item = 'A-1' ORDER BY seq",
             "SELECT seq FROM events WHERE seq > 5 ORDER BY seq LIMIT 5",
-            "SELECT status, COUNT(*) FROM items GROUP BY status",
+            "SELECT status, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY status",
+            "SELECT status, SUM(n) FROM status_counts WHERE tbl = 'items' GROUP BY status",
             "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
-            "SELECT status, COUNT(*) FROM jobs GROUP BY status",
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'finishing') GROUP BY status",
             "SELECT id FROM jobs WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
         ];
         for q in queries {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {q}")))
-                    .fetch_all(&store.read)
-                    .await
-                    .unwrap();
-            let text: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
-            let scans_table = text.iter().any(|l| l.starts_with("SCAN") && !l.contains("INDEX"));
-            assert!(!scans_table, "{q}\nplan: {text:?}");
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+            let plan: Vec<String> =
+                stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect();
+            let scans_table = plan.iter().any(|l| l.starts_with("SCAN") && !l.contains("INDEX"));
+            assert!(!scans_table, "{q}\nplan: {plan:?}");
         }
     }
 }

@@ -87,9 +87,9 @@ pub(crate) async fn newer_schema_is_refused(db: &TestDb) {
 async fn bump_schema(url: &str) {
     use sqlx::Connection;
     let sql = "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)";
-    if url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(sql).execute(&mut c).await.unwrap();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute(sql, []).unwrap();
     } else {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();

@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod durability;
+mod migrations;
 mod pg_only;
 mod specs;
 mod support;
@@ -52,6 +53,7 @@ conformance! {
     release_job_requeues => crate::specs::release_job_requeues,
     reaper_queries_respect_boundaries => crate::specs::reaper_queries_respect_boundaries,
     queue_stats_counts => crate::specs::queue_stats_counts,
+    queue_stats_agree_with_a_full_count => crate::specs::queue_stats_agree_with_a_full_count,
     list_items_filters_and_pages => crate::specs::list_items_filters_and_pages,
     set_branch_records_branch => crate::specs::set_branch_records_branch,
     renew_leases_reports_renewed_ids => crate::specs::renew_leases_reports_renewed_ids,

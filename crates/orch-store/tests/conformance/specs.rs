@@ -650,3 +650,57 @@ pub(crate) async fn refuses_invalid_requests(db: &TestDb) {
     assert_eq!(store.get_job(job.id).await.unwrap().unwrap().status, JobStatus::Running);
     assert_eq!(store.get_item(&job.item).await.unwrap().unwrap().version, 1);
 }
+
+/// After a mixed history (jobs done, failed and cancelled; items done, cancelled and
+/// open) the counts `queue_stats` reports, part live and part trigger-kept, equal
+/// a brute-force count of every row.
+pub(crate) async fn queue_stats_agree_with_a_full_count(db: &TestDb) {
+    let store = &*db.store;
+    let jobs = claimed(store, "SHOP", 6, "a").await;
+    for (i, job) in jobs.iter().enumerate() {
+        let key = &job.item;
+        match i % 3 {
+            // Advance (job done, next job queued), then finish the next stage too.
+            0 => {
+                let out = store.commit_transition(advance(key, 1, Some((job.id, 1))), at(1)).await.unwrap();
+                let CommitOutcome::Applied { enqueued: Some(_) } = out else { panic!("{out:?}") };
+            }
+            // The job fails and the item is blocked.
+            1 => {
+                let mut c = advance(key, 1, Some((job.id, 1)));
+                c.enqueue = None;
+                c.next.status = ItemStatus::Blocked;
+                if let Some(j) = c.job.as_mut() {
+                    j.status = JobStatus::Failed;
+                }
+                store.commit_transition(c, at(1)).await.unwrap();
+            }
+            // An operator cancels the item and its running job.
+            _ => {
+                store.commit_transition(cancel(key, 1), at(1)).await.unwrap();
+            }
+        }
+    }
+    // Finish one advanced item completely: its testing job ends done, item done.
+    let next = store.claim_jobs("b", 1, at(2), TTL).await.unwrap().remove(0);
+    let mut done = advance(&next.item, 2, Some((next.id, next.epoch)));
+    done.enqueue = None;
+    done.next.status = ItemStatus::Done;
+    done.next.version = 3;
+    store.commit_transition(done, at(3)).await.unwrap();
+
+    let stats = store.queue_stats().await.unwrap();
+    let items = store.list_items(&ItemFilter::default(), Page { offset: 0, limit: 1000 }).await.unwrap();
+    let mut want_items: BTreeMap<String, i64> = ItemStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    let mut want_jobs: BTreeMap<String, i64> = JobStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    for item in &items {
+        *want_items.entry(item.status.as_str().to_owned()).or_default() += 1;
+        for job in store.jobs_for_item(&item.key).await.unwrap() {
+            *want_jobs.entry(job.status.as_str().to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(stats.items_by_status, want_items);
+    assert_eq!(stats.jobs_by_status, want_jobs);
+    assert!(want_items["done"] == 1 && want_items["cancelled"] == 2 && want_items["blocked"] == 2, "{want_items:?}");
+    assert!(want_jobs["done"] == 3 && want_jobs["failed"] == 2 && want_jobs["cancelled"] == 2, "{want_jobs:?}");
+}

@@ -1,0 +1,73 @@
+//! The migration chain: a store last migrated by an older orch (schema version 1,
+//! with history in it) opens under this binary, gains the later migrations, and
+//! the trigger-kept terminal counts are backfilled from the rows already there.
+
+use orch_core::{ItemStatus, JobStatus};
+use sqlx::Connection;
+
+use crate::support::{create_pg_database, drop_pg_database, pg_admin_url, with_database};
+
+fn migration(backend: &str, file: &str) -> String {
+    let path = format!("{}/migrations/{backend}/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Version 1 plus a done item with three jobs (done, failed, cancelled) and an
+/// open item with a queued job.
+const HISTORY: &[&str] = &[
+    "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    "INSERT INTO schema_migrations VALUES (1, 0)",
+    "INSERT INTO key_counters VALUES ('OLD', 2)",
+    "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, attempts, \
+     created_at, updated_at) VALUES ('OLD-1', 'OLD', 1, 'r', 'bug', 't', '', 'quick', 'deploy', 'done', 4, '{}', 0, 0)",
+    "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, attempts, \
+     created_at, updated_at) VALUES ('OLD-2', 'OLD', 2, 'r', 'bug', 't', '', 'quick', 'development', 'queued', 1, \
+     '{}', 0, 0)",
+    "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) VALUES ('OLD-1', 'development', 1, 'done', 1, 0)",
+    "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) VALUES ('OLD-1', 'testing', 1, 'failed', 1, 0)",
+    "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) VALUES ('OLD-1', 'testing', 2, 'cancelled', 2, 0)",
+    "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) VALUES ('OLD-2', 'development', 1, 'queued', 0, 0)",
+];
+
+async fn assert_upgraded(url: &str) {
+    let store = orch_store::open(url).await.unwrap_or_else(|e| panic!("opening the v1 store {url}: {e}"));
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(stats.items_by_status[ItemStatus::Done.as_str()], 1);
+    assert_eq!(stats.items_by_status[ItemStatus::Queued.as_str()], 1);
+    assert_eq!(stats.jobs_by_status[JobStatus::Done.as_str()], 1);
+    assert_eq!(stats.jobs_by_status[JobStatus::Failed.as_str()], 1);
+    assert_eq!(stats.jobs_by_status[JobStatus::Cancelled.as_str()], 1);
+    assert_eq!(stats.jobs_by_status[JobStatus::Queued.as_str()], 1);
+    // The key counter carried over.
+    let next = store.create_item(crate::support::new_item("OLD", "new"), crate::support::T0).await.unwrap();
+    assert_eq!(next.key.to_string(), "OLD-3");
+}
+
+#[tokio::test]
+async fn sqlite_v1_store_upgrades_and_backfills_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orch.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(&migration("sqlite", "0001_init.sql")).unwrap();
+        for q in HISTORY {
+            c.execute(q, []).unwrap();
+        }
+    }
+    assert_upgraded(&format!("sqlite://{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_v1_store_upgrades_and_backfills_counts() {
+    let db = create_pg_database().await;
+    let url = with_database(&pg_admin_url(), &db);
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(migration("postgres", "0001_init.sql"))).execute(&mut c).await.unwrap();
+        for q in HISTORY {
+            sqlx::query(*q).execute(&mut c).await.unwrap();
+        }
+    }
+    assert_upgraded(&url).await;
+    drop_pg_database(&db);
+}
