@@ -195,7 +195,11 @@ fn operator(
                 return Err(not_allowed());
             }
             let mut t = move_on(state, config, to.clone());
-            t.decision = Decision::Approved { from: state.stage.clone(), to };
+            // Entering the next stage may itself block (attempts used up); keep
+            // that decision and its reason rather than reporting a plain approval.
+            if matches!(t.decision, Decision::Advanced { .. } | Decision::Done { .. }) {
+                t.decision = Decision::Approved { from: state.stage.clone(), to };
+            }
             Ok(t)
         }
     }

@@ -31,6 +31,10 @@ pub struct Breach {
 struct Walk {
     track: Option<TrackName>,
     stage: Option<StageName>,
+    /// `done` or `cancelled` seen: nothing may follow.
+    ended: bool,
+    /// Waiting at an approval edge: only approve, cancel or escalate may follow.
+    waiting: bool,
     versions: HashMap<i64, i64>,
     merged_at: Option<i64>,
 }
@@ -47,6 +51,8 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
         let walk = walks.entry(item.clone()).or_insert(Walk {
             track: None,
             stage: None,
+            ended: false,
+            waiting: false,
             versions: HashMap::new(),
             merged_at: None,
         });
@@ -102,6 +108,19 @@ pub fn audit(config: &Config, events: &[Event]) -> Vec<Breach> {
 
 /// Validates one transition against the graph and advances the walk.
 fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> Result<(), String> {
+    if walk.ended {
+        return Err(format!("{} after the item had ended", kind.as_str()));
+    }
+    let operator_exit = matches!(kind, EventKind::ItemCancelled | EventKind::ItemEscalated);
+    if walk.waiting && kind != EventKind::ItemApproved && !operator_exit {
+        return Err(format!("{} while waiting for approval", kind.as_str()));
+    }
+    if kind == EventKind::ItemApproved && !walk.waiting {
+        return Err("item.approved without a wait for approval".to_owned());
+    }
+    walk.ended = matches!(kind, EventKind::ItemDone | EventKind::ItemCancelled)
+        || (kind == EventKind::ItemApproved && e.to.as_deref() == Some("done"));
+    walk.waiting = kind == EventKind::ItemWaitingApproval;
     let from = e.from.as_deref().map(StageName::from);
     let to = e.to.as_deref();
     let after_track = e.data.get("track").and_then(|v| v.as_str()).map(TrackName::from);
@@ -121,7 +140,7 @@ fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> R
         EventKind::ItemAdvanced => to_stage.clone().map(EdgeTarget::Stage) == Some(next.clone()),
         EventKind::ItemApproved => to == Some(next.as_str()),
         EventKind::ItemWaitingApproval => config.edge(&from, &next).is_some_and(|edge| edge.approval),
-        EventKind::ItemDone => next == EdgeTarget::Done || to == Some("done"),
+        EventKind::ItemDone => next == EdgeTarget::Done,
         EventKind::ItemRolledBack => {
             let on_fail = config.edge(&from, &next).and_then(|edge| edge.on_fail.clone());
             to_stage.as_ref() == Some(&from) || to_stage == on_fail
@@ -232,6 +251,33 @@ mod tests {
         assert_eq!((b[0].invariant, b[0].events.clone()), ("I1", vec![3]));
         let discontinuous = vec![created(), ev(1, "item.advanced", "testing", "deploy-staging", 1, 1)];
         assert_eq!(audit(&config(), &discontinuous)[0].invariant, "I1");
+    }
+
+    #[test]
+    fn done_from_a_middle_stage_and_moves_after_the_end_breach_i1() {
+        let early_done = vec![created(), ev(1, "item.done", "development", "done", 1, 1)];
+        assert_eq!(audit(&config(), &early_done)[0].invariant, "I1");
+        let mut cancel = ev(2, "item.cancelled", "testing", "", 2, 0);
+        cancel.job = None;
+        cancel.to = None;
+        let after_end = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            cancel,
+            ev(3, "item.advanced", "testing", "deploy-staging", 3, 3),
+        ];
+        let b = audit(&config(), &after_end);
+        assert_eq!((b.len(), b[0].invariant, b[0].events.clone()), (1, "I1", vec![3]), "{b:?}");
+    }
+
+    #[test]
+    fn approval_is_required_before_an_approved_move() {
+        let unrequested = vec![
+            created(),
+            ev(1, "item.advanced", "development", "testing", 1, 1),
+            ev(2, "item.approved", "testing", "deploy-staging", 2, 0),
+        ];
+        assert_eq!(audit(&config(), &unrequested)[0].invariant, "I1");
     }
 
     #[test]

@@ -83,17 +83,32 @@ pub(crate) async fn commit(
             warn!(item = %job.item, job = %job.id, error = %err, "outcome does not apply; ending job only");
             let mut next = item.state();
             next.version += 1;
+            let reason = format!("outcome not applied: {err}");
             let mut e = NewEvent::new(job.item.clone(), EventKind::JobFailed);
             e.job = Some(job.id);
             e.epoch = Some(job.epoch);
-            e.reason = Some(format!("outcome not applied: {err}"));
+            e.reason = Some(reason.clone());
+            let mut events = vec![e];
+            if !next.status.is_terminal() {
+                // Nothing else will move the item: stop it for a human, who can
+                // retry, escalate or cancel it.
+                next.status = orch_core::ItemStatus::Blocked;
+                let mut b = NewEvent::new(job.item.clone(), EventKind::ItemBlocked);
+                b.job = Some(job.id);
+                b.epoch = Some(job.epoch);
+                b.from = Some(item.stage.to_string());
+                b.to = Some(item.stage.to_string());
+                b.reason = Some(reason);
+                b.data = json!({ "track": item.track.as_str(), "status": "blocked" });
+                events.push(b);
+            }
             orch_store::TransitionCommit {
                 item: job.item.clone(),
                 expected_version: item.version,
-                job: Some(JobFinal { status: JobStatus::Failed, reason: e.reason.clone(), ..final_ }),
+                job: Some(JobFinal { status: JobStatus::Failed, reason: events[0].reason.clone(), ..final_ }),
                 next,
                 cancel_active_jobs: false,
-                events: vec![e],
+                events,
                 enqueue: None,
             }
         }

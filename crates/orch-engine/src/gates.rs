@@ -10,9 +10,9 @@ use orch_store::{GateResult, Job};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::Error;
 use crate::node::Ctx;
 use crate::process::{self, Ended};
+use crate::{Error, registry};
 
 /// What the gates of an edge concluded.
 pub(crate) enum GatesOutcome {
@@ -68,7 +68,7 @@ async fn run_gate(
     let Some(gate) = ctx.config.gates.get(name) else {
         return Some(fail(format!("gate {name} is not in the config"), None, None));
     };
-    let log = ctx.layout.gate_log(job.id, name.as_str());
+    let log = ctx.layout.gate_log(job.id, job.epoch, name.as_str());
     let _ = std::fs::remove_file(&log);
     let env = vec![
         ("ORCH_ITEM".to_owned(), job.item.to_string()),
@@ -82,7 +82,15 @@ async fn run_gate(
         Ok(s) => s,
         Err(e) => return Some(fail(format!("gate {name} could not start: {e}"), None, None)),
     };
+    let run_dir = ctx.layout.run_dir(&ctx.opts.node_id);
+    let record = registry::record(
+        &run_dir,
+        &format!("job-{}-e{}-gate-{name}", job.id, job.epoch),
+        spawned.pid,
+        spawned.proc_start,
+    );
     let ended = process::supervise(&mut spawned.child, spawned.pid, gate.timeout(), lost.cancelled()).await;
+    registry::forget(record);
     let tail = || process::read_tail(&log, 64 * 1024);
     let last_line = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     let code = match ended {

@@ -12,14 +12,12 @@ use tracing::{info, warn};
 
 use crate::node::Ctx;
 use crate::process::{self, Ended};
-use crate::{Error, finalize, prompt};
+use crate::{Error, finalize, prompt, registry};
 
 /// Runs `job` (claimed by this node at `job.epoch`) to its transition.
+/// The caller's guard releases the job from the owned map when this returns.
 pub(crate) async fn run(ctx: Arc<Ctx>, job: Job, lost: CancellationToken) -> Result<(), Error> {
-    let (id, epoch) = (job.id, job.epoch);
-    let result = run_inner(&ctx, &job, &lost).await;
-    ctx.disown(id, epoch);
-    result
+    run_inner(&ctx, &job, &lost).await
 }
 
 async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
@@ -73,6 +71,8 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
             Ok(mut spawned) => {
                 let pid = spawned.pid;
                 ctx.set_pgid(id, epoch, pid);
+                let run_dir = ctx.layout.run_dir(&ctx.opts.node_id);
+                let record = registry::record(&run_dir, &format!("job-{id}-e{epoch}-agent"), pid, spawned.proc_start);
                 let run = RunInfo {
                     pid,
                     pgid: pid,
@@ -82,10 +82,12 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
                 if let Err(e) = store.record_started(id, epoch, run, ctx.now()).await {
                     process::kill_group(pid, nix::sys::signal::Signal::SIGKILL);
                     let _ = spawned.child.wait().await;
+                    registry::forget(record);
                     return Err(e.into());
                 }
                 info!(item = %job.item, job = %id, epoch, pid, stage = %job.stage, "job.started");
                 let ended = process::supervise(&mut spawned.child, pid, agent.timeout(), lost.cancelled()).await;
+                registry::forget(record);
                 match ended {
                     Ended::Exited(code) => ExitInfo { exit_code: Some(code), reason: None },
                     Ended::Signalled(sig) => ExitInfo {

@@ -32,9 +32,10 @@ impl Layout {
         self.root.join("logs").join(format!("job-{job}.log"))
     }
 
-    /// One gate's output for one job (read for metrics and failure reasons).
-    pub fn gate_log(&self, job: JobId, gate: &str) -> PathBuf {
-        self.root.join("logs").join(format!("job-{job}.gate-{gate}.log"))
+    /// One gate's output for one job at one epoch (read for metrics and failure
+    /// reasons; the epoch keeps a stale owner's run from mixing with a takeover's).
+    pub fn gate_log(&self, job: JobId, epoch: i64, gate: &str) -> PathBuf {
+        self.root.join("logs").join(format!("job-{job}.e{epoch}.gate-{gate}.log"))
     }
 
     pub fn verdict_file(&self, job: JobId) -> PathBuf {
@@ -43,6 +44,11 @@ impl Layout {
 
     pub fn prompt_file(&self, job: JobId) -> PathBuf {
         self.root.join("prompts").join(format!("job-{job}.md"))
+    }
+
+    /// Where node `node` records the process groups it has started.
+    pub fn run_dir(&self, node: &str) -> PathBuf {
+        self.root.join("run").join(node)
     }
 
     /// Creates the folders a job needs.

@@ -14,22 +14,40 @@ use tracing::{debug, warn};
 use crate::node::Ctx;
 
 /// Renews leases until `stop` is cancelled.
+///
+/// A node that cannot reach the store for most of a lease's life stops all its
+/// own work: by then another node may have taken its jobs over, and an owner that
+/// cannot hear that it was fenced must assume it was (no agent outlives its lease).
 pub(crate) async fn heartbeat(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.reaper.heartbeat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let self_fence_after = ctx.config.reaper.lease_ttl().mul_f64(0.75);
+    let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => renew_once(&ctx).await,
+            _ = tick.tick() => {
+                if renew_once(&ctx).await {
+                    last_ok = tokio::time::Instant::now();
+                } else if last_ok.elapsed() > self_fence_after {
+                    let held = ctx.owned_keys();
+                    if !held.is_empty() {
+                        warn!(jobs = held.len(), "store unreachable for most of a lease: stopping all owned work");
+                        for (id, _) in held {
+                            ctx.lose(id);
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-/// One renewal round; public to the crate so the finalizer can renew before a long step.
-pub(crate) async fn renew_once(ctx: &Ctx) {
+/// One renewal round. Returns false only when the store could not be asked.
+pub(crate) async fn renew_once(ctx: &Ctx) -> bool {
     let held = ctx.owned_keys();
     if held.is_empty() {
-        return;
+        return true;
     }
     // A node may hold two epochs of one job (it took over its own finalizer); only
     // the newest can be current, so only that one is sent for renewal.
@@ -53,9 +71,13 @@ pub(crate) async fn renew_once(ctx: &Ctx) {
                 }
             }
             debug!(renewed = renewed.len(), "leases renewed");
+            true
         }
-        // A store outage is not a lost lease: keep working; if it lasts past the
-        // TTL the reaper elsewhere will take over and our next write is fenced.
-        Err(err) => warn!(error = %err, "lease renewal failed"),
+        // A short outage is not a lost lease: keep working until the self-fence
+        // deadline in `heartbeat`.
+        Err(err) => {
+            warn!(error = %err, "lease renewal failed");
+            false
+        }
     }
 }

@@ -26,6 +26,7 @@ pub mod process;
 mod prompt;
 pub mod reaper;
 mod reconcile;
+mod registry;
 mod scheduler;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -106,6 +106,16 @@ impl Ctx {
         }
     }
 
+    /// Marks every epoch of `id` older than `epoch` as lost: after this node takes
+    /// a job over from itself, the stale owner must stop before it does more work.
+    pub(crate) fn lose_older(&self, id: JobId, epoch: i64) {
+        for ((jid, e), o) in self.owned_map().iter() {
+            if *jid == id && *e < epoch {
+                o.lost.cancel();
+            }
+        }
+    }
+
     pub(crate) fn owned_count(&self) -> usize {
         self.owned_map().len()
     }
@@ -137,20 +147,44 @@ impl Ctx {
     /// Spawns the agent-running task for a claimed job.
     pub(crate) fn start_job(self: &Arc<Self>, job: Job) {
         let lost = self.own(job.id, job.epoch);
+        let guard = OwnedGuard { ctx: Arc::clone(self), id: job.id, epoch: job.epoch };
         let ctx = Arc::clone(self);
-        self.spawn("job", async move { job::run(ctx, job, lost).await });
+        self.spawn("job", async move {
+            let _guard = guard;
+            job::run(ctx, job, lost).await
+        });
     }
 
     /// Spawns a finalizer for a job this node has just taken over at `job.epoch`.
     pub(crate) fn start_finalizer(self: &Arc<Self>, job: Job) {
         let lost = self.own(job.id, job.epoch);
+        let guard = OwnedGuard { ctx: Arc::clone(self), id: job.id, epoch: job.epoch };
         let ctx = Arc::clone(self);
         self.spawn("finalizer", async move {
-            let (id, epoch) = (job.id, job.epoch);
-            let r = finalize::finalize(&ctx, &job, &lost).await;
-            ctx.disown(id, epoch);
-            r
+            let _guard = guard;
+            finalize::finalize(&ctx, &job, &lost).await
         });
+    }
+}
+
+/// Releases a job from the owned map however its task ends. On a panic it also
+/// kills the agent's group: otherwise the heartbeat would keep renewing a lease
+/// no one works under, and only the Tier-3 backstop would end the job.
+struct OwnedGuard {
+    ctx: Arc<Ctx>,
+    id: JobId,
+    epoch: i64,
+}
+
+impl Drop for OwnedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pgid = self.ctx.owned_map().get(&(self.id, self.epoch)).and_then(|o| o.pgid);
+            if let Some(pgid) = pgid {
+                crate::process::kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        self.ctx.disown(self.id, self.epoch);
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use orch_core::{EventKind, StageResult};
+use orch_core::{EventKind, JobStatus, StageResult};
 use orch_store::{ExitInfo, Job, NewEvent};
 use serde::Serialize;
 use serde_json::json;
@@ -57,41 +57,56 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
     let now = ctx.now();
     let r = &ctx.config.reaper;
 
-    // Tier-3 first: the backstop wins over everything else.
+    // Tier-3 first: the backstop wins over everything else. One job's failure is
+    // logged and skipped so it cannot starve the rest of the pass.
     for job in ctx.store.overdue(now.sub(r.max_running()), BATCH).await? {
-        if tier3(ctx, &job).await? {
-            report.tier3_reaped += 1;
+        match tier3(ctx, &job).await {
+            Ok(true) => report.tier3_reaped += 1,
+            Ok(false) => {}
+            Err(err) => warn!(item = %job.item, job = %job.id, error = %err, "tier-3 reap failed"),
         }
     }
     for job in ctx.store.expired_running(now, BATCH).await? {
-        if tier1(ctx, &job).await? {
-            report.tier1_reaped += 1;
+        match tier1(ctx, &job).await {
+            Ok(true) => report.tier1_reaped += 1,
+            Ok(false) => {}
+            Err(err) => warn!(item = %job.item, job = %job.id, error = %err, "tier-1 reap failed"),
         }
     }
     for job in ctx.store.stale_finishing(now.sub(r.finalize_grace()), BATCH).await? {
+        if let Err(err) = tier2(ctx, &job, now, &mut report).await {
+            warn!(item = %job.item, job = %job.id, error = %err, "tier-2 pass failed");
+        }
+    }
+    ctx.metrics.pass_done(ctx.now().as_millis());
+    Ok(report)
+}
+
+async fn tier2(ctx: &Arc<Ctx>, job: &Job, now: orch_core::Timestamp, report: &mut PassReport) -> Result<(), Error> {
+    let r = &ctx.config.reaper;
+    {
         let lease_live = job.lease_expires_at.is_some_and(|t| t > now);
         if r.finalizer_liveness_enabled && lease_live {
             ctx.metrics.deferred();
             report.tier2_deferred += 1;
             info!(item = %job.item, job = %job.id, epoch = job.epoch, owner = ?job.owner, "reaper.deferred: finalizer lease is live");
-            let mut e = event(&job, EventKind::ReaperDeferred, "finalizer holds a live lease");
+            let mut e = event(job, EventKind::ReaperDeferred, "finalizer holds a live lease");
             e.data = json!({ "tier": 2, "owner": job.owner, "lease_expires_at": job.lease_expires_at });
             ctx.store.append_events(&[e], now).await?;
-            continue;
+            return Ok(());
         }
         let why = if lease_live {
             "finalization older than finalize_grace_s (liveness check disabled)"
         } else {
             "finalization older than finalize_grace_s and its lease expired"
         };
-        if let Some(taken) = take_over(ctx, &job, why).await? {
+        if let Some(taken) = take_over(ctx, job, why).await? {
             ctx.metrics.reaped(Tier::Two);
             report.tier2_taken_over += 1;
             ctx.start_finalizer(taken);
         }
     }
-    ctx.metrics.pass_done(ctx.now().as_millis());
-    Ok(report)
+    Ok(())
 }
 
 async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
@@ -100,6 +115,12 @@ async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
     let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
     ctx.metrics.reaped(Tier::One);
     kill_if_local(ctx, job);
+    if taken.status == JobStatus::Finishing {
+        // The agent exited between our query and the takeover: its run is
+        // recorded, so finalize it rather than calling it lost.
+        ctx.start_finalizer(taken);
+        return Ok(true);
+    }
     let exit = ExitInfo { exit_code: None, reason: Some(format!("exit=lost: {why}")) };
     match ctx.store.record_finished(taken.id, taken.epoch, exit, ctx.now()).await {
         Ok(()) => {}
@@ -131,6 +152,7 @@ async fn take_over(ctx: &Ctx, job: &Job, why: &str) -> Result<Option<Job>, Error
         .take_over(job.id, job.epoch, &ctx.opts.node_id, ctx.now(), ctx.config.reaper.lease_ttl(), why)
         .await?;
     if let Some(t) = &taken {
+        ctx.lose_older(t.id, t.epoch);
         info!(item = %t.item, job = %t.id, epoch = t.epoch, previous_owner = ?job.owner, reason = why, "reaper.took_over");
     }
     Ok(taken)

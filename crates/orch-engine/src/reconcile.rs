@@ -9,9 +9,15 @@ use orch_core::JobStatus;
 use tracing::info;
 
 use crate::node::Ctx;
-use crate::{Error, process};
+use crate::{Error, process, registry};
 
 pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
+    // Every group the previous incarnation started and did not see die, agents and
+    // gates alike, whatever the store now says about their jobs.
+    let killed = registry::kill_recorded(&ctx.layout.run_dir(&ctx.opts.node_id));
+    if killed > 0 {
+        info!(killed, "killed process groups left by the previous incarnation");
+    }
     let jobs = ctx.store.jobs_owned_by(&ctx.opts.node_id).await?;
     let n = jobs.len();
     let current: Vec<_> = ctx.owned_keys().into_iter().map(|(id, _)| id).collect();

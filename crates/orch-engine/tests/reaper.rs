@@ -236,3 +236,48 @@ async fn tier3_backstop_kills_a_term_ignoring_group_and_fails_with_timeout() {
     run.await.unwrap();
     h.assert_audit_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_kills_the_previous_incarnations_gate_and_finalizes_again() {
+    let h = Harness::new(slow_gate_edge()).await;
+    install_slow_gate(&h, true);
+    let a = CrashableNode::start(&h, "node-a");
+    let key = h.add_item(ItemKind::Bug).await;
+    let wd = workdir(&h, &key);
+    wait_file(&wd.join("gate-started")).await;
+    let gate_pid = read_pid(&wd.join("gate-pid")).await;
+    a.crash();
+    assert!(alive(gate_pid), "a crashed node's gate survives it");
+
+    let again = h.node("node-a");
+    let run = h.start(&again);
+    wait_for("the orphaned gate to be killed", || async move { (!alive(gate_pid)).then_some(()) }).await;
+    h.wait_status(&key, ItemStatus::Done).await;
+    let events = h.events(&key).await;
+    assert!(events.iter().any(|e| e.kind == "reaper.took_over"), "the finishing job was taken over by reconcile");
+    again.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_kills_an_agent_whose_job_was_cancelled_while_its_node_was_down() {
+    let h = Harness::new("").await;
+    h.agent("developer", "echo $$ > pid\ntrap '' TERM\nwhile :; do sleep 0.05; done");
+    let a = CrashableNode::start(&h, "node-a");
+    let key = h.add_item(ItemKind::Bug).await;
+    let pid = read_pid(&workdir(&h, &key).join("pid")).await;
+    a.crash();
+    orch_engine::ops::apply(h.store.as_ref(), &h.config, &key, orch_core::OperatorAction::Cancel, h.clock.now_ts())
+        .await
+        .unwrap();
+    assert!(alive(pid));
+
+    let again = h.node("node-a");
+    let run = h.start(&again);
+    wait_for("the cancelled job's agent to be killed", || async move { (!alive(pid)).then_some(()) }).await;
+    assert_eq!(h.item(&key).await.status, ItemStatus::Cancelled);
+    again.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}

@@ -1,6 +1,7 @@
-//! `orch item add | show | list | events`: files work items and reads them back
-//! straight from the store (no server needed; a running `orch serve` is woken by
-//! the store's notification or its next poll).
+//! `orch item add | show | list | events | retry | cancel | escalate | approve`:
+//! files work items, reads them back and applies operator actions straight on the
+//! store (no server needed; a running `orch serve` is woken by the store's
+//! notification or its next poll).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use orch_core::config::Config;
-use orch_core::{ItemKey, ItemKind, ItemState, ItemStatus, StageName, TrackName};
+use orch_core::{ItemKey, ItemKind, ItemState, ItemStatus, OperatorAction, StageName, TrackName};
 use orch_engine::clock::{Clock as _, SystemClock};
 use orch_store::{ItemFilter, NewItem, Page};
 
+use super::item_ops;
 use crate::{context, shapes};
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +32,14 @@ enum ItemCommand {
     List(ListArgs),
     /// Print an item's events (its audit log), oldest first.
     Events(KeyArgs),
+    /// Run a blocked item's current stage again, with a fresh set of attempts.
+    Retry(KeyArgs),
+    /// Stop an item for good; its running agent is killed.
+    Cancel(KeyArgs),
+    /// Move an item to the full-cycle track's first stage.
+    Escalate(KeyArgs),
+    /// Let an item waiting at an approval edge through.
+    Approve(KeyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +101,10 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
         ItemCommand::Show(a) => show(config_path, a),
         ItemCommand::List(a) => list(config_path, a),
         ItemCommand::Events(a) => events(config_path, a),
+        ItemCommand::Retry(a) => item_ops::run(config_path, &a.key, OperatorAction::Retry, a.json),
+        ItemCommand::Cancel(a) => item_ops::run(config_path, &a.key, OperatorAction::Cancel, a.json),
+        ItemCommand::Escalate(a) => item_ops::run(config_path, &a.key, OperatorAction::Escalate, a.json),
+        ItemCommand::Approve(a) => item_ops::run(config_path, &a.key, OperatorAction::Approve, a.json),
     }
 }
 

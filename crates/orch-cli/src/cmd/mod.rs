@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod check;
 pub(crate) mod init;
 pub(crate) mod item;
+pub(crate) mod item_ops;
 pub(crate) mod logs;
 pub(crate) mod migrate;
 pub(crate) mod queue;

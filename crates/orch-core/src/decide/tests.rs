@@ -154,6 +154,23 @@ fn approval_edge_waits_then_approve_finishes() {
 }
 
 #[test]
+fn approve_into_an_exhausted_stage_reports_the_block() {
+    let mut cfg = config();
+    cfg.edges[0].approval = true; // testing -> deploy needs approval
+    let mut s = running("quick", "testing");
+    s.attempts.insert("deploy".into(), 2);
+    let waiting = decide(&s, &cfg, &job("testing", StageResult::Passed)).unwrap();
+    assert_eq!(waiting.next.status, ItemStatus::WaitingApproval);
+    let t = decide(&waiting.next, &cfg, &Outcome::Operator(OperatorAction::Approve)).unwrap();
+    assert!(
+        matches!(t.decision, Decision::Blocked { ref reason, .. } if reason.contains("attempts")),
+        "{:?}",
+        t.decision
+    );
+    assert_eq!(t.next.status, ItemStatus::Blocked);
+}
+
+#[test]
 fn verdict_escalate_moves_to_full_cycle_first_stage() {
     let out = Outcome::Job(JobOutcome { stage: "development".into(), result: StageResult::Passed, escalate: true });
     let t = decide(&running("quick", "development"), &config(), &out).unwrap();
