@@ -143,7 +143,7 @@ async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, 
 
 async fn sleeping_agents(count: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config(dir.path(), count, "\"sleep\", \"8\""));
+    let config = Arc::new(config(dir.path(), count, "\"sleep\", \"120\""));
     let store = open("sqlite", dir.path()).await;
     let mut opts = NodeOptions::new("bench", dir.path().join("data"));
     opts.run_reaper = false;
@@ -193,7 +193,7 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let backends = std::env::var("ORCH_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-        for backend in backends.split(',') {
+        for backend in backends.split(',').filter(|b| !b.is_empty()) {
             for agent in ["none", "\"true\""] {
                 for c in [1, 16, 256] {
                     run_case(backend, agent, c, items, false).await;
