@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "orch", version, about, propagate_version = true)]
 struct Cli {
-    /// The config file [default: $ORCH_CONFIG, else ./orch.toml]
+    /// The config file (relative paths in it are relative to its folder)
     #[arg(long, global = true, env = "ORCH_CONFIG", default_value = "orch.toml")]
     config: PathBuf,
 
@@ -39,7 +39,7 @@ enum Command {
     Audit(cmd::audit::Args),
     /// Apply the store's migrations (serve and every verb do it on open too).
     Migrate(cmd::migrate::Args),
-    /// File, show and list work items, and read their event log.
+    /// File, show and list work items, read their event log, and retry, cancel, escalate or approve them.
     Item(cmd::item::Args),
 }
 
