@@ -27,7 +27,7 @@ use orch_core::{EventKind, ItemKey, ItemStatus, JobStatus, Timestamp};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -112,6 +112,9 @@ impl PgStore {
         let shown = common::redact(url);
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Unavailable { url: shown.clone(), reason: format!("bad URL: {e}") })?;
+        // One direct attempt first: a refused or unauthenticated connection fails
+        // `open` at once, where the pool would keep retrying for ACQUIRE_TIMEOUT.
+        PgConnection::connect_with(&opts).await.map_err(|e| common::map_err(&shown, e))?.close().await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
