@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use orch_core::{EventKind, JobStatus, StageResult};
-use orch_store::{ExitInfo, Job, NewEvent};
+use orch_store::{ExitInfo, Job, NewEvent, TakeOver};
 use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
@@ -100,7 +100,8 @@ async fn tier2(ctx: &Arc<Ctx>, job: &Job, now: orch_core::Timestamp, report: &mu
         } else {
             "finalization older than finalize_grace_s and its lease expired"
         };
-        if let Some(taken) = take_over(ctx, job, why).await? {
+        let when = if r.finalizer_liveness_enabled { TakeOver::IfLeaseExpired } else { TakeOver::Force };
+        if let Some(taken) = take_over(ctx, job, when, why).await? {
             ctx.metrics.reaped(Tier::Two);
             report.tier2_taken_over += 1;
             ctx.start_finalizer(taken);
@@ -112,7 +113,7 @@ async fn tier2(ctx: &Arc<Ctx>, job: &Job, now: orch_core::Timestamp, report: &mu
 async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
     let owner = job.owner.clone().unwrap_or_default();
     let why = format!("lease of owner {owner} expired while the agent was running");
-    let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
+    let Some(taken) = take_over(ctx, job, TakeOver::IfLeaseExpired, &why).await? else { return Ok(false) };
     ctx.metrics.reaped(Tier::One);
     kill_if_local(ctx, job);
     if taken.status == JobStatus::Finishing {
@@ -136,7 +137,7 @@ async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
 async fn tier3(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
     let why =
         format!("timeout: not ended {}s after it started (reaper.max_running_s)", ctx.config.reaper.max_running_s);
-    let Some(taken) = take_over(ctx, job, &why).await? else { return Ok(false) };
+    let Some(taken) = take_over(ctx, job, TakeOver::Force, &why).await? else { return Ok(false) };
     ctx.metrics.reaped(Tier::Three);
     kill_if_local(ctx, job);
     reaped_event(ctx, &taken, 3, &why).await?;
@@ -146,10 +147,10 @@ async fn tier3(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
 
 /// Takes `job` over for this node at its observed epoch; `None` if another node
 /// or the owner moved first.
-async fn take_over(ctx: &Ctx, job: &Job, why: &str) -> Result<Option<Job>, Error> {
+async fn take_over(ctx: &Ctx, job: &Job, when: TakeOver, why: &str) -> Result<Option<Job>, Error> {
     let taken = ctx
         .store
-        .take_over(job.id, job.epoch, &ctx.opts.node_id, ctx.now(), ctx.config.reaper.lease_ttl(), why)
+        .take_over(job.id, job.epoch, &ctx.opts.node_id, ctx.now(), ctx.config.reaper.lease_ttl(), when, why)
         .await?;
     if let Some(t) = &taken {
         ctx.lose_older(t.id, t.epoch);

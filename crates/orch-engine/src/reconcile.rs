@@ -47,6 +47,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
                         &ctx.opts.node_id,
                         ctx.now(),
                         ctx.config.reaper.lease_ttl(),
+                        orch_store::TakeOver::Force,
                         "node restarted during finalization",
                     )
                     .await?;

@@ -138,9 +138,11 @@ pub trait Store: Send + Sync + 'static {
     /// `Error::FencedOut` if `epoch` is stale.
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()>;
 
-    /// Takes a job over for `node`: only if its epoch is still `expected_epoch` and it
-    /// has not ended. Bumps the epoch (fencing the previous owner), sets the owner and
-    /// lease, and appends `reaper.took_over` with `reason`. `None` if someone else moved first.
+    /// Takes a job over for `node`: only if its epoch is still `expected_epoch`, it
+    /// has not ended, and (with `TakeOver::IfLeaseExpired`) its lease has expired by
+    /// `now`. Bumps the epoch (fencing the previous owner), sets the owner and lease,
+    /// and appends `reaper.took_over` with `reason`. `None` if any condition fails.
+    #[allow(clippy::too_many_arguments)]
     async fn take_over(
         &self,
         job: JobId,
@@ -148,6 +150,7 @@ pub trait Store: Send + Sync + 'static {
         node: &str,
         now: Timestamp,
         lease_ttl: Duration,
+        when: TakeOver,
         reason: &str,
     ) -> Result<Option<Job>>;
 

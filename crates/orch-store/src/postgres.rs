@@ -37,7 +37,7 @@ use crate::common::{
 };
 use crate::{
     Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, Page,
-    QueueStats, Result, RunInfo, Store, TransitionCommit,
+    QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -269,6 +269,7 @@ impl PgStore {
         Err(self.fail(Self::fenced_or_missing(&mut conn, job, epoch).await))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn take_over_once(
         &self,
         job: JobId,
@@ -276,6 +277,7 @@ impl PgStore {
         node: &str,
         now: Timestamp,
         lease_ttl: Duration,
+        when: TakeOver,
         reason: &str,
     ) -> TxResult<Option<Job>> {
         let mut tx = self.begin().await?;
@@ -286,7 +288,8 @@ impl PgStore {
         let Some(previous) = previous else { return Err(Error::NotFound { what: format!("job {job}") }.into()) };
         let row = sqlx::query(concat!(
             "UPDATE jobs SET owner = $3, epoch = epoch + 1, lease_expires_at = $4, heartbeat_at = $5 \
-             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING ",
+             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') \
+               AND ($6 OR lease_expires_at IS NULL OR lease_expires_at < $5) RETURNING ",
             job_columns!()
         ))
         .bind(job.0)
@@ -294,6 +297,7 @@ impl PgStore {
         .bind(node)
         .bind(now.add(lease_ttl).as_millis())
         .bind(now.as_millis())
+        .bind(when == TakeOver::Force)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -960,9 +964,14 @@ impl Store for PgStore {
         node: &str,
         now: Timestamp,
         lease_ttl: Duration,
+        when: TakeOver,
         reason: &str,
     ) -> Result<Option<Job>> {
-        with_retry!(self, "take_over", self.take_over_once(job, expected_epoch, node, now, lease_ttl, reason).await)
+        with_retry!(
+            self,
+            "take_over",
+            self.take_over_once(job, expected_epoch, node, now, lease_ttl, when, reason).await
+        )
     }
 
     async fn release_job(&self, job: JobId, epoch: i64, reason: &str, now: Timestamp) -> Result<()> {

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::common::{self, event_columns, job_columns};
 use crate::{
     ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
-    NewItem, Page, PullRequest, QueueStats, Result, RunInfo, Store, TransitionCommit,
+    NewItem, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -821,6 +821,7 @@ impl W<'_> {
         self.owner_event(ev, job, epoch, now)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn take_over(
         &self,
         job: JobId,
@@ -828,6 +829,7 @@ impl W<'_> {
         node: &str,
         now: Timestamp,
         lease_ttl: Duration,
+        when: TakeOver,
         reason: &str,
     ) -> Result<Option<Job>> {
         let previous: Option<Option<String>> = self.one("SELECT owner FROM jobs WHERE id = ?1", params![job.0])?;
@@ -836,10 +838,18 @@ impl W<'_> {
             .rows(
                 concat!(
                     "UPDATE jobs SET owner = ?3, epoch = epoch + 1, lease_expires_at = ?4, heartbeat_at = ?5 \
-                     WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') RETURNING ",
+                     WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') \
+                       AND (?6 OR lease_expires_at IS NULL OR lease_expires_at < ?5) RETURNING ",
                     job_columns!()
                 ),
-                params![job.0, expected_epoch, node, now.add(lease_ttl).as_millis(), now.as_millis()],
+                params![
+                    job.0,
+                    expected_epoch,
+                    node,
+                    now.add(lease_ttl).as_millis(),
+                    now.as_millis(),
+                    when == TakeOver::Force
+                ],
                 job_from_row,
             )?
             .pop();
@@ -1134,12 +1144,13 @@ impl Store for SqliteStore {
         node: &str,
         now: Timestamp,
         lease_ttl: Duration,
+        when: TakeOver,
         reason: &str,
     ) -> Result<Option<Job>> {
         let (node, reason) = (node.to_owned(), reason.to_owned());
         self.write(
             |r| matches!(r, Ok(Some(_))),
-            move |w| w.take_over(job, expected_epoch, &node, now, lease_ttl, &reason),
+            move |w| w.take_over(job, expected_epoch, &node, now, lease_ttl, when, &reason),
         )
         .await
     }

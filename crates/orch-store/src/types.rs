@@ -163,6 +163,18 @@ pub struct GateResult {
     pub reason: Option<String>,
 }
 
+/// When `Store::take_over` may take a job from its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeOver {
+    /// Only if the lease has expired as of `now`, checked in the same statement as
+    /// the epoch, so an owner that renewed after the caller looked keeps its job
+    /// (Tier-1, and Tier-2 with the liveness check on).
+    IfLeaseExpired,
+    /// Whatever the lease says (Tier-3 backstop, the Tier-2 kill-switch, a node
+    /// reconciling its own previous incarnation).
+    Force,
+}
+
 /// How the job that produced a transition ends.
 #[derive(Clone, Debug)]
 pub struct JobFinal {

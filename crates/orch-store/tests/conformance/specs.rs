@@ -8,7 +8,7 @@ use std::time::Duration;
 use orch_core::{EventKind, ItemKey, ItemState, ItemStatus, JobStatus, StageName, TrackName};
 use orch_store::{
     CommitOutcome, Error, ExitInfo, GateResult, ItemFilter, Job, JobFinal, JobId, NewEvent, Page, RunInfo, Store,
-    TransitionCommit,
+    TakeOver, TransitionCommit,
 };
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -232,7 +232,7 @@ pub(crate) async fn claim_takes_oldest_first_and_sets_lease(db: &TestDb) {
 pub(crate) async fn stale_epoch_writes_are_fenced_out(db: &TestDb) {
     let store = &*db.store;
     let job = claimed(store, "SHOP", 1, "a").await.remove(0);
-    store.take_over(job.id, 1, "b", at(31_000), TTL, "lease expired").await.unwrap().unwrap();
+    store.take_over(job.id, 1, "b", at(31_000), TTL, TakeOver::IfLeaseExpired, "lease expired").await.unwrap().unwrap();
     let job_before = store.get_job(job.id).await.unwrap();
     let item_before = store.get_item(&job.item).await.unwrap();
     let events_before = store.events_for_item(&job.item).await.unwrap();
@@ -294,12 +294,18 @@ pub(crate) async fn lease_expiry_and_take_over(db: &TestDb) {
     let expired = store.expired_running(at(40_001), 10).await.unwrap();
     assert_eq!(expired.iter().map(|j| j.id).collect::<Vec<_>>(), vec![job.id]);
 
-    let taken = store.take_over(job.id, 1, "b", at(40_001), TTL, "lease expired").await.unwrap().unwrap();
+    let early = store.take_over(job.id, 1, "b", expiry, TTL, TakeOver::IfLeaseExpired, "too early").await.unwrap();
+    assert!(early.is_none(), "a lease is not taken over while it is live");
+    let taken = store
+        .take_over(job.id, 1, "b", at(40_001), TTL, TakeOver::IfLeaseExpired, "lease expired")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((taken.epoch, taken.owner.as_deref(), taken.status), (2, Some("b"), JobStatus::Running));
     assert_eq!(taken.lease_expires_at, Some(at(70_001)));
     assert_eq!(taken.pid, Some(42), "take-over keeps the run's process fields");
     assert!(store.expired_running(at(40_002), 10).await.unwrap().is_empty());
-    assert!(store.take_over(job.id, 1, "c", at(40_002), TTL, "late").await.unwrap().is_none());
+    assert!(store.take_over(job.id, 1, "c", at(40_002), TTL, TakeOver::Force, "late").await.unwrap().is_none());
 
     assert!(store.renew_leases("a", &[(job.id, 1)], at(40_002), TTL).await.unwrap().is_empty());
     assert!(is_fenced(
@@ -324,7 +330,9 @@ pub(crate) async fn take_over_race_has_one_winner(db: &TestDb) {
         let mut racers = JoinSet::new();
         for node in ["b", "c"] {
             let store = db.store.clone();
-            racers.spawn(async move { store.take_over(job.id, 1, node, at(31_000), TTL, "race").await.unwrap() });
+            racers.spawn(async move {
+                store.take_over(job.id, 1, node, at(31_000), TTL, TakeOver::IfLeaseExpired, "race").await.unwrap()
+            });
         }
         let wins: Vec<Job> = racers.join_all().await.into_iter().flatten().collect();
         assert_eq!(wins.len(), 1, "job {} had {} winners", job.id, wins.len());
@@ -644,7 +652,10 @@ pub(crate) async fn refuses_invalid_requests(db: &TestDb) {
     assert!(matches!(store.commit_transition(missing_job, at(1)).await, Err(Error::NotFound { .. })));
     assert!(matches!(store.commit_transition(cancel(&key("SHOP-99"), 1), at(1)).await, Err(Error::NotFound { .. })));
     assert!(matches!(store.record_started(JobId(777_777), 1, run_info(1), at(1)).await, Err(Error::NotFound { .. })));
-    assert!(matches!(store.take_over(JobId(777_777), 1, "b", at(1), TTL, "x").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.take_over(JobId(777_777), 1, "b", at(1), TTL, TakeOver::Force, "x").await,
+        Err(Error::NotFound { .. })
+    ));
 
     assert_eq!(events_since_settled(store, events_before.len()).await, events_before);
     assert_eq!(store.get_job(job.id).await.unwrap().unwrap().status, JobStatus::Running);
