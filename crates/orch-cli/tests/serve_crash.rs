@@ -13,16 +13,31 @@ fn orch(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(ORCH).args(args).current_dir(dir).env_remove("ORCH_CONFIG").output().unwrap()
 }
 
-fn serve(dir: &Path, log: &str) -> Child {
+/// An `orch serve` child that is SIGKILLed if the test fails before it stops it,
+/// so a failing run leaves no node behind.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn serve(dir: &Path, log: &str) -> Serve {
     let log = std::fs::File::create(dir.join(log)).unwrap();
-    Command::new(ORCH)
-        .args(["serve", "--poll-s", "0.05", "--drain-s", "2"])
-        .current_dir(dir)
-        .env_remove("ORCH_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    Serve(
+        Command::new(ORCH)
+            .args(["serve", "--poll-s", "0.05", "--drain-s", "2"])
+            .current_dir(dir)
+            .env_remove("ORCH_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -42,6 +57,20 @@ fn alive(pid: i32) -> bool {
 fn write_script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// On failure, kills whatever agents the test started (they run in their own
+/// process groups and would otherwise outlive it).
+struct KillPidsOnDrop(std::path::PathBuf);
+
+impl Drop for KillPidsOnDrop {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if let Some(pid) = std::fs::read_to_string(entry.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 const CONFIG: &str = r#"
@@ -101,6 +130,7 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut first = serve(d, "serve-1.log");
+    let _cleanup_agents = KillPidsOnDrop(d.join("pids"));
     let keys: Vec<String> = (1..=3).map(|n| format!("SHOP-{n}")).collect();
     for _ in &keys {
         let out = orch(d, &["item", "add", "--repo", "shop", "--kind", "bug", "--title", "crash me"]);
@@ -110,8 +140,8 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     let pids: Vec<i32> =
         keys.iter().map(|k| std::fs::read_to_string(d.join("pids").join(k)).unwrap().trim().parse().unwrap()).collect();
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    first.wait().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    first.0.wait().unwrap();
     assert!(pids.iter().all(|p| alive(*p)), "agents outlive a kill -9 of their node (own process groups)");
 
     let mut second = serve(d, "serve-2.log");
@@ -119,11 +149,13 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     wait_until("every item done", || {
         keys.iter().all(|k| {
             let out = orch(d, &["item", "show", k, "--json"]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"status\": \"done\"")
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["status"] == "done")
         })
     });
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(second.wait().unwrap().success(), "serve exits cleanly on SIGTERM");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.0.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert!(second.0.wait().unwrap().success(), "serve exits cleanly on SIGTERM");
 
     for k in &keys {
         let out = orch(d, &["item", "events", k, "--json"]);
