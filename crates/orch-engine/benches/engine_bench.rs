@@ -47,20 +47,47 @@ fn cpu_ticks() -> u64 {
         + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
-async fn fresh_pg() -> String {
+async fn fresh_pg() -> (String, String) {
     use sqlx::Connection;
     let admin =
         std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at ORCH_TEST_DATABASE_URL");
     let name = format!("orch_bench_{}", rand::random::<u32>());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin))
+    (format!("{}/{name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)), name)
 }
 
-async fn open(backend: &str, dir: &std::path::Path) -> Arc<dyn Store> {
-    let url =
-        if backend == "sqlite" { format!("sqlite://{}", dir.join("bench.db").display()) } else { fresh_pg().await };
-    orch_store::open(&url).await.unwrap()
+/// The store for one case, and the guard that drops its PostgreSQL database.
+async fn open(backend: &str, dir: &std::path::Path) -> (Arc<dyn Store>, DropDb) {
+    let (url, db) = if backend == "sqlite" {
+        (format!("sqlite://{}", dir.join("bench.db").display()), None)
+    } else {
+        let (url, name) = fresh_pg().await;
+        (url, Some(name))
+    };
+    (orch_store::open(&url).await.unwrap(), DropDb(db))
+}
+
+/// The bench's PostgreSQL database, dropped at the end of its case.
+struct DropDb(Option<String>);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        let Some(name) = self.0.take() else { return };
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let admin = std::env::var("ORCH_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {
@@ -77,7 +104,7 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
 async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, sequential: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(config(dir.path(), concurrency, agent));
-    let store = open(backend, dir.path()).await;
+    let (store, _drop_db) = open(backend, dir.path()).await;
     let mut opts = NodeOptions::new("bench", dir.path().join("data"));
     opts.run_reaper = false;
     let node = Node::new(store.clone(), config.clone(), Arc::new(SystemClock), opts);
@@ -144,7 +171,7 @@ async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, 
 async fn sleeping_agents(count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(config(dir.path(), count, "\"sleep\", \"120\""));
-    let store = open("sqlite", dir.path()).await;
+    let (store, _drop_db) = open("sqlite", dir.path()).await;
     let mut opts = NodeOptions::new("bench", dir.path().join("data"));
     opts.run_reaper = false;
     opts.drain = Duration::from_millis(100);

@@ -24,6 +24,31 @@ pub struct Harness {
     pub config: Arc<Config>,
     pub clock: ManualClock,
     pub url: String,
+    /// The PostgreSQL database this harness created, dropped with it.
+    pub pg_db: Option<String>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_db.take() else { return };
+        // Drop may run while a panic unwinds and outside the test's runtime: use a
+        // thread with a small runtime of its own.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Writes an executable shell script at `dir/name`.
@@ -96,6 +121,7 @@ impl Harness {
         let url = fresh_pg_database().await;
         let mut h = Self::from_text(text).await;
         h.store = orch_store::open(&url).await.unwrap();
+        h.pg_db = url.rsplit_once('/').map(|(_, db)| db.to_owned());
         h.url = url;
         h
     }
@@ -117,7 +143,7 @@ impl Harness {
         let url = format!("sqlite://{}", dir.path().join("orch.db").display());
         let store = orch_store::open(&url).await.unwrap();
         let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-        Self { dir, store, config: Arc::new(config), clock, url }
+        Self { dir, store, config: Arc::new(config), clock, url, pg_db: None }
     }
 
     pub fn path(&self) -> &Path {
