@@ -4,7 +4,7 @@
 //! learns it is fenced out stops at once, records `job.fenced_out`, and does nothing more.
 
 use orch_core::config::VerdictSource;
-use orch_core::{EventKind, JobOutcome, JobStatus, Outcome, StageResult, Verdict, VerdictError, VerdictValue, decide};
+use orch_core::{EventKind, JobOutcome, JobStatus, Outcome, StageResult, Verdict, VerdictValue, decide};
 use orch_store::{CommitOutcome, Job, JobFinal, NewEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -160,32 +160,24 @@ fn judge(ctx: &Ctx, job: &Job) -> Judged {
             verdict: None,
         },
         VerdictSource::File if code != 0 => errored(format!("agent exited with code {code}")),
-        VerdictSource::File => match read_verdict(&ctx.layout.verdict_file(job.id)) {
-            Err(e) => errored(format!("bad verdict: {e}")),
-            Ok(v) => {
-                let raw = serde_json::to_value(&v).ok();
-                let summary = if v.summary.is_empty() { "no summary".to_owned() } else { v.summary.clone() };
-                let result = match v.verdict {
-                    VerdictValue::Pass => StageResult::Passed,
-                    VerdictValue::Fail => StageResult::Rejected { reason: format!("verdict fail: {summary}") },
-                    VerdictValue::Blocked => StageResult::NeedsHuman { reason: format!("verdict blocked: {summary}") },
-                };
-                Judged { result, escalate: v.escalate, verdict: raw }
+        VerdictSource::File => {
+            let Some(raw) = job.verdict.clone() else {
+                return errored(job.reason.clone().unwrap_or_else(|| "bad verdict: none was recorded".into()));
+            };
+            match serde_json::from_value::<Verdict>(raw.clone()) {
+                Err(e) => errored(format!("bad verdict: {e}")),
+                Ok(v) => {
+                    let summary = if v.summary.is_empty() { "no summary".to_owned() } else { v.summary.clone() };
+                    let result = match v.verdict {
+                        VerdictValue::Pass => StageResult::Passed,
+                        VerdictValue::Fail => StageResult::Rejected { reason: format!("verdict fail: {summary}") },
+                        VerdictValue::Blocked => {
+                            StageResult::NeedsHuman { reason: format!("verdict blocked: {summary}") }
+                        }
+                    };
+                    Judged { result, escalate: v.escalate, verdict: Some(raw) }
+                }
             }
-        },
+        }
     }
-}
-
-fn read_verdict(path: &std::path::Path) -> Result<Verdict, VerdictError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|_| VerdictError::Missing)?;
-    // Read one byte past the limit so an oversized file is refused without loading it.
-    let mut buf = Vec::new();
-    let limit = orch_core::verdict::MAX_VERDICT_BYTES as u64 + 1;
-    file.take(limit).read_to_end(&mut buf).map_err(|_| VerdictError::Missing)?;
-    if buf.len() as u64 == limit {
-        let size = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(buf.len());
-        return Err(VerdictError::TooLarge { size });
-    }
-    Verdict::parse(&buf)
 }

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use orch_core::config::AdapterKind;
+use std::path::Path;
+
+use orch_core::config::{AdapterKind, VerdictSource};
+use orch_core::{Verdict, VerdictError};
 use orch_store::{ExitInfo, Job, RunInfo};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,8 +29,11 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
     let Some((role, agent)) = ctx.config.agent_for(&job.stage) else {
         // Validation guarantees every stage has an agent; a store row from an older
         // config may not. Fail the job with the reason rather than crash.
-        let exit =
-            ExitInfo { exit_code: None, reason: Some(format!("stage {} has no agent in the config", job.stage)) };
+        let exit = ExitInfo {
+            exit_code: None,
+            reason: Some(format!("stage {} has no agent in the config", job.stage)),
+            verdict: None,
+        };
         store.record_finished(id, epoch, exit, ctx.now()).await?;
         return finalize::finalize(ctx, &refetch(ctx, job).await?, lost).await;
     };
@@ -37,7 +43,14 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
         Ok(dir) => dir,
         Err(e) => {
             let reason = format!("cannot prepare working directory under {}: {e}", ctx.layout.root().display());
-            store.record_finished(id, epoch, ExitInfo { exit_code: None, reason: Some(reason) }, ctx.now()).await?;
+            store
+                .record_finished(
+                    id,
+                    epoch,
+                    ExitInfo { exit_code: None, reason: Some(reason), verdict: None },
+                    ctx.now(),
+                )
+                .await?;
             return finalize::finalize(ctx, &refetch(ctx, job).await?, lost).await;
         }
     };
@@ -46,7 +59,7 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
         // A stage that is all checks: no process, straight to its gates.
         let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: log_path.display().to_string() };
         store.record_started(id, epoch, run, ctx.now()).await?;
-        ExitInfo { exit_code: Some(0), reason: None }
+        ExitInfo { exit_code: Some(0), reason: None, verdict: None }
     } else {
         let verdict_path = ctx.layout.verdict_file(id);
         let _ = std::fs::remove_file(&verdict_path);
@@ -66,7 +79,11 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
         match process::spawn(&command, &workdir, &env, &log_path) {
             Err(e) => {
                 warn!(item = %job.item, job = %id, epoch, error = %e, "agent could not start");
-                ExitInfo { exit_code: None, reason: Some(format!("agent for role {role} could not start: {e}")) }
+                ExitInfo {
+                    exit_code: None,
+                    reason: Some(format!("agent for role {role} could not start: {e}")),
+                    verdict: None,
+                }
             }
             Ok(mut spawned) => {
                 let pid = spawned.pid;
@@ -89,14 +106,16 @@ async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Resul
                 let ended = process::supervise(&mut spawned.child, pid, agent.timeout(), lost.cancelled()).await;
                 registry::forget(record);
                 match ended {
-                    Ended::Exited(code) => ExitInfo { exit_code: Some(code), reason: None },
+                    Ended::Exited(code) => exit_with_verdict(code, agent.verdict, &verdict_path),
                     Ended::Signalled(sig) => ExitInfo {
                         exit_code: None,
                         reason: Some(format!("exit=lost: agent was killed by signal {sig}")),
+                        verdict: None,
                     },
                     Ended::TimedOut => ExitInfo {
                         exit_code: None,
                         reason: Some(format!("timeout: agent ran past its timeout_s of {}s", agent.timeout_s)),
+                        verdict: None,
                     },
                     Ended::Stopped => return stopped(ctx, job).await,
                 }
@@ -135,4 +154,33 @@ async fn refetch(ctx: &Ctx, job: &Job) -> Result<Job, Error> {
     // Keep the epoch we hold: if the row moved on, our writes will be fenced.
     fresh.epoch = job.epoch;
     Ok(fresh)
+}
+
+/// How an agent that exited by itself ended. With `verdict = "file"` and exit 0 the
+/// verdict is read and validated here, on the node whose disk holds it, and stored
+/// in the job row (or the reason it was refused), so whichever node finalizes the
+/// job judges the same verdict.
+fn exit_with_verdict(code: i32, source: VerdictSource, path: &Path) -> ExitInfo {
+    let mut exit = ExitInfo { exit_code: Some(code), ..ExitInfo::default() };
+    if code == 0 && source == VerdictSource::File {
+        match read_verdict(path) {
+            Ok(v) => exit.verdict = serde_json::to_value(&v).ok(),
+            Err(e) => exit.reason = Some(format!("bad verdict: {e}")),
+        }
+    }
+    exit
+}
+
+fn read_verdict(path: &Path) -> Result<Verdict, VerdictError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|_| VerdictError::Missing)?;
+    // Read one byte past the limit so an oversized file is refused without loading it.
+    let mut buf = Vec::new();
+    let limit = orch_core::verdict::MAX_VERDICT_BYTES as u64 + 1;
+    file.take(limit).read_to_end(&mut buf).map_err(|_| VerdictError::Missing)?;
+    if buf.len() as u64 == limit {
+        let size = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(buf.len());
+        return Err(VerdictError::TooLarge { size });
+    }
+    Verdict::parse(&buf)
 }

@@ -913,7 +913,8 @@ impl Store for PgStore {
         let q = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $7, reason = $5, \
-                heartbeat_at = $3 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item \
+                heartbeat_at = $3, verdict = COALESCE($8, verdict) \
+                WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item \
              ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
              SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
         )
@@ -923,7 +924,8 @@ impl Store for PgStore {
         .bind(EventKind::JobFinished.as_str())
         .bind(exit.reason)
         .bind(Json(json!({ "exit_code": exit.exit_code })))
-        .bind(exit.exit_code.map(i64::from));
+        .bind(exit.exit_code.map(i64::from))
+        .bind(exit.verdict.map(Json));
         self.owner_write(job, epoch, q).await
     }
 

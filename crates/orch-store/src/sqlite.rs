@@ -775,12 +775,14 @@ impl W<'_> {
     }
 
     fn record_finished(&self, job: JobId, epoch: i64, exit: &ExitInfo, now: Timestamp) -> Result<()> {
+        let verdict = exit.verdict.as_ref().map(json_text).transpose()?;
         let item = self.fenced_update(
             job,
             epoch,
-            "UPDATE jobs SET status = 'finishing', finished_at = ?3, exit_code = ?4, reason = ?5, heartbeat_at = ?3 \
+            "UPDATE jobs SET status = 'finishing', finished_at = ?3, exit_code = ?4, reason = ?5, heartbeat_at = ?3, \
+             verdict = COALESCE(?6, verdict) \
              WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
-            params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason],
+            params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason, verdict],
         )?;
         let mut ev = NewEvent::new(item, EventKind::JobFinished);
         ev.reason = exit.reason.clone();

@@ -145,11 +145,14 @@ pub struct RunInfo {
 }
 
 /// How the agent process ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ExitInfo {
     /// `None` when the process was lost (no exit status could be had).
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    /// The agent's parsed verdict, kept in the job row so any node can finalize
+    /// the job, not only the one whose disk holds the verdict file.
+    pub verdict: Option<serde_json::Value>,
 }
 
 /// One gate's result on one job.

@@ -239,7 +239,9 @@ pub(crate) async fn stale_epoch_writes_are_fenced_out(db: &TestDb) {
 
     assert!(is_fenced(store.record_started(job.id, 1, run_info(7), at(32_000)).await));
     assert!(is_fenced(
-        store.record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(32_000)).await
+        store
+            .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(32_000))
+            .await
     ));
     assert!(is_fenced(store.record_gate_result(job.id, 1, gate("retest", true), at(32_000)).await));
     assert_eq!(store.renew_leases("a", &[(job.id, 1)], at(32_000), TTL).await.unwrap(), vec![]);
@@ -309,10 +311,17 @@ pub(crate) async fn lease_expiry_and_take_over(db: &TestDb) {
 
     assert!(store.renew_leases("a", &[(job.id, 1)], at(40_002), TTL).await.unwrap().is_empty());
     assert!(is_fenced(
-        store.record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(40_003)).await
+        store
+            .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(40_003))
+            .await
     ));
     store
-        .record_finished(job.id, 2, ExitInfo { exit_code: None, reason: Some("lost".into()) }, at(40_003))
+        .record_finished(
+            job.id,
+            2,
+            ExitInfo { exit_code: None, reason: Some("lost".into()), verdict: None },
+            at(40_003),
+        )
         .await
         .unwrap();
     let events = store.events_for_item(&job.item).await.unwrap();
@@ -349,7 +358,11 @@ pub(crate) async fn events_are_ordered_and_filled(db: &TestDb) {
     let job = claimed(store, "SHOP", 1, "a").await.remove(0);
     let other = store.create_item(new_item("SHOP", "other"), at(1)).await.unwrap();
     store.record_started(job.id, 1, run_info(9), at(2)).await.unwrap();
-    store.record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(3)).await.unwrap();
+    let verdict = json!({ "verdict": "pass", "summary": "ok" });
+    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: Some(verdict.clone()) };
+    store.record_finished(job.id, 1, exit, at(3)).await.unwrap();
+    let finished = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(finished.verdict, Some(verdict), "the verdict is kept in the job row for any finalizer");
     store.record_gate_result(job.id, 1, gate("retest", true), at(4)).await.unwrap();
     store.record_gate_result(job.id, 1, gate("coverage", false), at(5)).await.unwrap();
     let out = store.commit_transition(advance(&job.item, 1, Some((job.id, 1))), at(6)).await.unwrap();
@@ -413,7 +426,10 @@ async fn events_since_settled(store: &dyn Store, n: usize) -> Vec<orch_store::Ev
 pub(crate) async fn commit_with_enqueue_creates_next_job(db: &TestDb) {
     let store = &*db.store;
     let job = claimed(store, "SHOP", 1, "a").await.remove(0);
-    store.record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(1)).await.unwrap();
+    store
+        .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(1))
+        .await
+        .unwrap();
     let signal = store.work_signal();
     let woken = signal.notified();
     tokio::pin!(woken);
@@ -503,7 +519,10 @@ pub(crate) async fn reaper_queries_respect_boundaries(db: &TestDb) {
         store.create_item(new_item("SHOP", &format!("i{i}")), T0).await.unwrap();
         jobs.extend(store.claim_jobs("a", 1, at(i * 1000), TTL).await.unwrap());
     }
-    store.record_finished(jobs[1].id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(5_000)).await.unwrap();
+    store
+        .record_finished(jobs[1].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(5_000))
+        .await
+        .unwrap();
     let ids = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
     // Leases: job0 expires at 30_000, job2 at 32_000 (job1 is finishing: not tier 1).
     assert_eq!(ids(store.expired_running(at(30_000), 10).await.unwrap()), vec![]);
@@ -541,7 +560,10 @@ pub(crate) async fn queue_stats_counts(db: &TestDb) {
     store.create_item(new_item("SHOP", "queued"), T0).await.unwrap();
     store.create_item(new_item("SHOP", "to cancel"), T0).await.unwrap();
     store.commit_transition(cancel(&key("SHOP-4"), 1), at(1)).await.unwrap();
-    store.record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(1)).await.unwrap();
+    store
+        .record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(1))
+        .await
+        .unwrap();
     let s = store.queue_stats().await.unwrap();
     let expect_items: BTreeMap<String, i64> =
         [("queued", 1), ("running", 2), ("waiting_approval", 0), ("blocked", 0), ("done", 0), ("cancelled", 1)]
@@ -622,7 +644,10 @@ pub(crate) async fn renew_leases_reports_renewed_ids(db: &TestDb) {
     let twice = store.renew_leases("a", &[(jobs[1].id, 0), (jobs[1].id, 1)], at(20_500), TTL).await.unwrap();
     assert_eq!(twice, vec![jobs[1].id]);
     // Finishing jobs keep their lease while the finalizer works.
-    store.record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None }, at(21_000)).await.unwrap();
+    store
+        .record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(21_000))
+        .await
+        .unwrap();
     assert_eq!(store.renew_leases("a", &[(jobs[0].id, 1)], at(22_000), TTL).await.unwrap(), vec![jobs[0].id]);
 }
 
