@@ -302,9 +302,12 @@ impl SqliteStore {
             };
             let kept = keep(&result);
             let finish: Finish = Box::new(move |commit_err| {
+                // When the batch fails, every write in it gets the error, kept or not:
+                // a write that was refused (fenced, conflict) may have been judged
+                // against a batch-mate's changes that were never committed.
                 let answer = match commit_err {
-                    Some(e) if kept => Err(e.clone()),
-                    _ => result,
+                    Some(e) => Err(e.clone()),
+                    None => result,
                 };
                 let _ = reply.send(answer);
             });
