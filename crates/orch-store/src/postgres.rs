@@ -771,22 +771,7 @@ impl Store for PgStore {
         let attempts = common::attempts_json(&new.state.attempts)?;
         let key: ItemKey = with_retry!(self, "create_item", self.create_item_once(&new, &attempts, now).await)?;
         self.signal.notify_waiters();
-        Ok(Item {
-            key,
-            repo: new.repo,
-            kind: new.kind,
-            title: new.title,
-            body: new.body,
-            track: new.state.track,
-            stage: new.state.stage,
-            status: new.state.status,
-            version: new.state.version,
-            attempts: new.state.attempts,
-            branch: None,
-            pr: None,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(new.into_item(key, now))
     }
 
     async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {

@@ -1017,22 +1017,7 @@ impl Store for SqliteStore {
     async fn create_item(&self, new: NewItem, now: Timestamp) -> Result<Item> {
         let (key, new) = self.write(Result::is_ok, move |w| w.create_item(&new, now).map(|key| (key, new))).await?;
         self.signal.notify_waiters();
-        Ok(Item {
-            key,
-            repo: new.repo,
-            kind: new.kind,
-            title: new.title,
-            body: new.body,
-            track: new.state.track,
-            stage: new.state.stage,
-            status: new.state.status,
-            version: new.state.version,
-            attempts: new.state.attempts,
-            branch: None,
-            pr: None,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(new.into_item(key, now))
     }
 
     async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {

@@ -88,6 +88,28 @@ pub struct NewItem {
     pub state: ItemState,
 }
 
+impl NewItem {
+    /// The item as stored once the store has allocated its key at `now`.
+    pub fn into_item(self, key: ItemKey, now: Timestamp) -> Item {
+        Item {
+            key,
+            repo: self.repo,
+            kind: self.kind,
+            title: self.title,
+            body: self.body,
+            track: self.state.track,
+            stage: self.state.stage,
+            status: self.state.status,
+            version: self.state.version,
+            attempts: self.state.attempts,
+            branch: None,
+            pr: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// Filters for `list_items`; `None` matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct ItemFilter {
