@@ -1,9 +1,9 @@
 #!/bin/sh
 # Example orch agent for the __ROLE__ role, written by `orch init`.
 #
-# orch runs this in the item's git worktree with ORCH_ITEM, ORCH_STAGE, ORCH_ROLE,
+# orch runs this in the item's working directory with ORCH_ITEM, ORCH_STAGE, ORCH_ROLE,
 # ORCH_ATTEMPT, ORCH_JOB_ID, ORCH_WORKTREE, ORCH_PROMPT_FILE and ORCH_VERDICT_FILE
-# set. A real agent reads the prompt, does its work in the worktree (orch commits
+# set. A real agent reads the prompt, does its work in that directory (orch will commit
 # whatever it changes), and writes its verdict as JSON to $ORCH_VERDICT_FILE:
 #   {"verdict": "pass" | "fail" | "blocked", "summary": "one line", "escalate": false}
 # Replace the body below with your agent, for example:
@@ -20,7 +20,8 @@ if [ -n "${ORCH_PROMPT_FILE:-}" ] && [ -f "$ORCH_PROMPT_FILE" ]; then
     echo "$role: reading the prompt in $ORCH_PROMPT_FILE"
 fi
 
-# The "work": a note in the worktree, which orch commits on the item's branch.
+# The "work": a note in the working directory (orch will commit it on the item's
+# branch once items run in git worktrees).
 notes="docs/work-items/$item/$role.md"
 mkdir -p "$worktree/docs/work-items/$item"
 printf '%s ran for %s (job %s, attempt %s)\n' \
