@@ -141,6 +141,16 @@ pub fn kill_recorded_group(pid: i32, pgid: i32, proc_start: Option<i64>) -> bool
     }
 }
 
+/// Kills a group from a store record only while its leader is provably the process
+/// we started (same pid and start time). The store keeps no boot id, so a
+/// leaderless group is left to the node-local registry, which does.
+pub fn kill_if_same_leader(pid: i32, pgid: i32, proc_start: Option<i64>) -> bool {
+    match (proc_start_time(pid), proc_start) {
+        (Some(now), Some(then)) if now == then => kill_group(pgid, Signal::SIGKILL),
+        _ => false,
+    }
+}
+
 /// Whether any process is in group `pgid`.
 pub fn group_alive(pgid: i32) -> bool {
     pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()

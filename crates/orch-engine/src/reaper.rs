@@ -166,7 +166,7 @@ fn kill_if_local(ctx: &Ctx, job: &Job) {
     }
     ctx.lose(job.id);
     if let (Some(pid), Some(pgid)) = (job.pid, job.pgid) {
-        process::kill_recorded_group(pid, pgid, job.proc_start);
+        process::kill_if_same_leader(pid, pgid, job.proc_start);
     }
 }
 

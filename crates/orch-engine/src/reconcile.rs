@@ -26,7 +26,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
             continue; // already owned by this incarnation (e.g. taken over just now)
         }
         if let (Some(pid), Some(pgid)) = (job.pid, job.pgid)
-            && process::kill_recorded_group(pid, pgid, job.proc_start)
+            && process::kill_if_same_leader(pid, pgid, job.proc_start)
         {
             info!(item = %job.item, job = %job.id, pgid, "killed orphaned agent group of previous incarnation");
         }
