@@ -1,4 +1,5 @@
-//! A seeded crash-and-restart soak (TigerBeetle's VOPR in miniature): two nodes
+//! A seeded crash-and-restart soak (TigerBeetle's VOPR in miniature), on SQLite and
+//! on PostgreSQL: two nodes
 //! share a store and run items whose agents are slow, flaky, or fail; nodes are
 //! crashed (like `kill -9`: their agent groups survive them) and restarted at
 //! random moments. After every step the event log must pass `audit` (I1–I4); at the
@@ -36,11 +37,19 @@ max_attempts = 4
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_crashes_and_restarts_keep_every_invariant() {
+    soak(Harness::from_text(config_text(FLAKY_EDGE, CHAOS_REAPER)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_postgres_keeps_every_invariant() {
+    soak(Harness::from_text_pg(config_text(FLAKY_EDGE, CHAOS_REAPER)).await).await;
+}
+
+async fn soak(h: Harness) {
     let seed: u64 = std::env::var("ORCH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("chaos seed: ORCH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let h = Harness::from_text(config_text(FLAKY_EDGE, CHAOS_REAPER)).await;
     let pids = h.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     std::fs::create_dir_all(h.path().join("gates")).unwrap();
