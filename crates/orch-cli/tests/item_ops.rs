@@ -2,19 +2,9 @@
 //! store: actions that fit the item's status apply and print the new state; ones
 //! that do not exit 1 with the reason, changing nothing.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-const ORCH: &str = env!("CARGO_BIN_EXE_orch");
-
-fn orch(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ORCH).args(args).current_dir(dir).env_remove("ORCH_CONFIG").output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::orch;
 
 #[test]
 fn operator_verbs_apply_or_refuse_with_the_reason() {

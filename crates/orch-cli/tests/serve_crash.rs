@@ -4,49 +4,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-const ORCH: &str = env!("CARGO_BIN_EXE_orch");
+mod common;
 
-fn orch(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(ORCH).args(args).current_dir(dir).env_remove("ORCH_CONFIG").output().unwrap()
-}
-
-/// An `orch serve` child that is SIGKILLed if the test fails before it stops it,
-/// so a failing run leaves no node behind.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn serve(dir: &Path, log: &str) -> Serve {
-    let log = std::fs::File::create(dir.join(log)).unwrap();
-    Serve(
-        Command::new(ORCH)
-            .args(["serve", "--poll-s", "0.05", "--drain-s", "2"])
-            .current_dir(dir)
-            .env_remove("ORCH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{orch_output, serve, wait_until};
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -126,14 +87,14 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
              while :; do sleep 0.05; done"
         ),
     );
-    let out = orch(d, &["check"]);
+    let out = orch_output(d, &["check"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut first = serve(d, "serve-1.log");
+    let mut first = serve(d, &["--poll-s", "0.05", "--drain-s", "2"], "serve-1.log");
     let _cleanup_agents = KillPidsOnDrop(d.join("pids"));
     let keys: Vec<String> = (1..=3).map(|n| format!("SHOP-{n}")).collect();
     for _ in &keys {
-        let out = orch(d, &["item", "add", "--repo", "shop", "--kind", "bug", "--title", "crash me"]);
+        let out = orch_output(d, &["item", "add", "--repo", "shop", "--kind", "bug", "--title", "crash me"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     wait_until("three agents running", || keys.iter().all(|k| d.join("pids").join(k).exists()));
@@ -144,11 +105,11 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     first.0.wait().unwrap();
     assert!(pids.iter().all(|p| alive(*p)), "agents outlive a kill -9 of their node (own process groups)");
 
-    let mut second = serve(d, "serve-2.log");
+    let mut second = serve(d, &["--poll-s", "0.05", "--drain-s", "2"], "serve-2.log");
     wait_until("reconcile to kill the orphaned agents", || pids.iter().all(|p| !alive(*p)));
     wait_until("every item done", || {
         keys.iter().all(|k| {
-            let out = orch(d, &["item", "show", k, "--json"]);
+            let out = orch_output(d, &["item", "show", k, "--json"]);
             out.status.success()
                 && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["status"] == "done")
         })
@@ -158,7 +119,7 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     assert!(second.0.wait().unwrap().success(), "serve exits cleanly on SIGTERM");
 
     for k in &keys {
-        let out = orch(d, &["item", "events", k, "--json"]);
+        let out = orch_output(d, &["item", "events", k, "--json"]);
         assert!(out.status.success());
         let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let events = events.as_array().unwrap();
@@ -172,7 +133,7 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
         assert!(ended.values().all(|n| *n == 1), "{k}: a job committed more than one transition: {ended:?}");
         assert!(events.iter().any(|e| e["kind"] == "job.released"), "{k}: the interrupted job was requeued");
     }
-    let audit = orch(d, &["audit"]);
+    let audit = orch_output(d, &["audit"]);
     assert!(
         audit.status.success(),
         "audit: {}{}",

@@ -2,37 +2,11 @@
 //! reach `done` with `orch queue --json` and `orch item events`, and read an
 //! agent's output with `orch logs` (and `--follow` on a running job).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const ORCH: &str = env!("CARGO_BIN_EXE_orch");
+mod common;
 
-fn orch(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ORCH).args(args).current_dir(dir).env_remove("ORCH_CONFIG").output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{ORCH, orch, serve, wait_until};
 
 #[test]
 fn serve_runs_an_item_to_done_and_logs_and_queue_show_it() {
@@ -50,16 +24,7 @@ fn serve_runs_an_item_to_done_and_logs_and_queue_show_it() {
     assert_ne!(gated, script);
     std::fs::write(&tester, gated).unwrap();
 
-    let _serve = Serve(
-        Command::new(ORCH)
-            .args(["serve", "--poll-s", "0.05"])
-            .current_dir(d)
-            .env_remove("ORCH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _serve = serve(d, &["--poll-s", "0.05"], "serve.log");
     let (ok, out, err) = orch(d, &["item", "add", "--repo", "demo", "--kind", "bug", "--title", "follow me"]);
     assert!(ok, "{err}");
     assert!(out.contains("DEMO-1"), "{out}");
