@@ -159,12 +159,12 @@ async fn take_over(ctx: &Ctx, job: &Job, when: TakeOver, why: &str) -> Result<Op
     Ok(taken)
 }
 
-/// If this node ran the job's agent, stop its task and kill its process group.
+/// If this node ran the job's agent, kill its process group now. (Its task was
+/// already told to stop by `take_over`, which marks every older local epoch lost.)
 fn kill_if_local(ctx: &Ctx, job: &Job) {
     if job.owner.as_deref() != Some(ctx.opts.node_id.as_str()) {
         return; // the remote owner kills its own group when its lease renewal fails
     }
-    ctx.lose(job.id);
     if let (Some(pid), Some(pgid)) = (job.pid, job.pgid) {
         process::kill_if_same_leader(pid, pgid, job.proc_start);
     }
