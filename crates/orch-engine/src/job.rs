@@ -19,11 +19,7 @@ use crate::{Error, finalize, prompt, registry};
 
 /// Runs `job` (claimed by this node at `job.epoch`) to its transition.
 /// The caller's guard releases the job from the owned map when this returns.
-pub(crate) async fn run(ctx: Arc<Ctx>, job: Job, lost: CancellationToken) -> Result<(), Error> {
-    run_inner(&ctx, &job, &lost).await
-}
-
-async fn run_inner(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
+pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
     let store = &ctx.store;
     let (id, epoch) = (job.id, job.epoch);
     let Some((role, agent)) = ctx.config.agent_for(&job.stage) else {

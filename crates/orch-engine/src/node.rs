@@ -151,7 +151,7 @@ impl Ctx {
         let ctx = Arc::clone(self);
         self.spawn("job", async move {
             let _guard = guard;
-            job::run(ctx, job, lost).await
+            job::run(&ctx, &job, &lost).await
         });
     }
 
