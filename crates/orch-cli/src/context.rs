@@ -37,12 +37,14 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>
     Ok(orch_store::open(&url).await?)
 }
 
-/// This node's id: `node.id` from the config, else the hostname.
+/// This node's id: `node.id` from the config, else the hostname with a tag of the
+/// data directory, so two nodes on one host never share an id by default.
 pub(crate) fn node_id(config: &Config) -> String {
     if !config.node.id.is_empty() {
         return config.node.id.clone();
     }
-    hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "orch-node".to_owned())
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "orch-node".to_owned());
+    orch_engine::identity::default_node_id(&host, &config.data_dir_resolved())
 }
 
 /// A multi-threaded runtime for one verb.

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::node::Ctx;
+use crate::ctx::Ctx;
 use crate::{Error, events, gates};
 
 /// The judgement of a finished run before any gate runs.
@@ -37,6 +37,9 @@ async fn finalize_inner(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Resul
         match gates::run_edge_gates(ctx, job, lost).await? {
             gates::GatesOutcome::Passed => {}
             gates::GatesOutcome::Failed(reason) => judged.result = StageResult::Rejected { reason },
+            // The check could not run: nothing was judged, so the stage is retried
+            // in place, never rolled back along `on_fail`.
+            gates::GatesOutcome::Infra(reason) => judged.result = StageResult::Errored { reason },
             gates::GatesOutcome::Stopped => return stopped(ctx, job).await,
         }
     }
@@ -52,7 +55,8 @@ async fn stopped(ctx: &Ctx, job: &Job) -> Result<(), Error> {
         info!(item = %job.item, job = %job.id, epoch = job.epoch, "finalization interrupted by shutdown");
         return Ok(());
     }
-    fenced_out(ctx, job, "finalizer").await
+    // Any gate of ours has been waited for and killed by now.
+    fenced_out(ctx, job, "finalizer", Some(ctx.now())).await
 }
 
 /// Commits the transition for `result` with the job ending accordingly.
@@ -63,7 +67,9 @@ pub(crate) async fn commit(
     escalate: bool,
     verdict: Option<serde_json::Value>,
 ) -> Result<(), Error> {
-    let Some(item) = ctx.store.get_item(&job.item).await? else { return Err(Error::Vanished(job.id)) };
+    let Some(item) = ctx.within_lease(ctx.store.get_item(&job.item)).await? else {
+        return Err(Error::Vanished(job.id));
+    };
     let (status, reason) = match &result {
         StageResult::Passed => (JobStatus::Done, None),
         StageResult::Rejected { reason } | StageResult::Errored { reason } | StageResult::NeedsHuman { reason } => {
@@ -113,12 +119,12 @@ pub(crate) async fn commit(
             }
         }
     };
-    match ctx.store.commit_transition(commit, ctx.now()).await? {
+    match ctx.within_lease(ctx.store.commit_transition(commit, ctx.now())).await? {
         CommitOutcome::Applied { .. } => {
             ctx.metrics.transitioned();
             Ok(())
         }
-        CommitOutcome::FencedOut => fenced_out(ctx, job, "commit").await,
+        CommitOutcome::FencedOut => fenced_out(ctx, job, "commit", None).await,
         CommitOutcome::Conflict => {
             // Same epoch, different version: someone changed the item without
             // fencing this job. That breaks I2's premise; stop loudly.
@@ -128,18 +134,45 @@ pub(crate) async fn commit(
     }
 }
 
-/// Records that this owner was fenced out at `step` and stops.
-pub(crate) async fn fenced_out(ctx: &Ctx, job: &Job, step: &str) -> Result<(), Error> {
+/// Records that this owner was fenced out at `step` and stops. `killed_at` is when
+/// this owner's processes for the job were last known alive at the latest (they
+/// were dead by then); a self-fence's own time wins, being earlier. The store may
+/// be unreachable (that is often why the owner was fenced): the event is retried
+/// with backoff for a bounded time, then given up with a log line.
+pub(crate) async fn fenced_out(
+    ctx: &Ctx,
+    job: &Job,
+    step: &str,
+    killed_at: Option<orch_core::Timestamp>,
+) -> Result<(), Error> {
     ctx.metrics.fenced_out();
-    warn!(item = %job.item, job = %job.id, epoch = job.epoch, step, "job.fenced_out");
+    let killed_at = ctx.owned.fenced_at(job.id, job.epoch).or(killed_at);
+    warn!(item = %job.item, job = %job.id, epoch = job.epoch, step, killed_at = ?killed_at, "job.fenced_out");
     let mut e = NewEvent::new(job.item.clone(), EventKind::JobFencedOut);
     e.job = Some(job.id);
     e.epoch = Some(job.epoch);
     e.reason = Some(format!("epoch {} is stale at {step}; another owner holds the job", job.epoch));
-    e.data = json!({ "node": ctx.opts.node_id, "step": step });
-    ctx.store.append_events(&[e], ctx.now()).await?;
+    e.data = json!({ "node": ctx.opts.node_id, "step": step, "killed_at": killed_at });
+    let mut delay = std::time::Duration::from_millis(250);
+    for _ in 0..FENCED_EVENT_TRIES {
+        let call = ctx.store.append_events(std::slice::from_ref(&e), ctx.now());
+        match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => warn!(job = %job.id, error = %err, "cannot record job.fenced_out yet"),
+            Err(_) => warn!(job = %job.id, "cannot record job.fenced_out yet: the store did not answer"),
+        }
+        if ctx.kill_all.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(8));
+    }
+    error!(item = %job.item, job = %job.id, epoch = job.epoch, "gave up recording job.fenced_out");
     Ok(())
 }
+
+/// How often a fenced-out owner tries to record the fact (about a minute in all).
+const FENCED_EVENT_TRIES: u32 = 12;
 
 /// Exit code and verdict → the stage's result (before gates).
 fn judge(ctx: &Ctx, job: &Job) -> Judged {

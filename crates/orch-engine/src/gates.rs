@@ -10,52 +10,85 @@ use orch_store::{GateResult, Job};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::node::Ctx;
-use crate::process::{self, Ended};
-use crate::{Error, registry};
+use crate::ctx::Ctx;
+use crate::launch::{self, INFRA, LogMode, ProcSpec};
+use crate::process::Ended;
+use crate::{Error, untrusted};
 
 /// What the gates of an edge concluded.
 pub(crate) enum GatesOutcome {
     Passed,
+    /// A gate ran and judged the work inadequate.
     Failed(String),
+    /// A gate could not run at all (reason prefixed `infrastructure: `).
+    Infra(String),
     /// The lease was lost or the node is shutting down.
     Stopped,
 }
 
 pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Result<GatesOutcome, Error> {
-    let Some(item) = ctx.store.get_item(&job.item).await? else { return Err(Error::Vanished(job.id)) };
+    let Some(item) = ctx.within_lease(ctx.store.get_item(&job.item)).await? else {
+        return Err(Error::Vanished(job.id));
+    };
     let Some(exit) = ctx.config.exit(&item.track, &job.stage) else { return Ok(GatesOutcome::Passed) };
     let Some(edge) = exit.edge else { return Ok(GatesOutcome::Passed) };
-    let workdir = ctx.layout.workdir(&job.item);
+    if edge.gates.is_empty() {
+        return Ok(GatesOutcome::Passed);
+    }
+    // A node that took this job over may never have run anything for the item:
+    // make every folder the gates need, here, rather than fail to start them.
+    let workdir = match ctx.layout.prepare(&job.item) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Ok(GatesOutcome::Infra(format!(
+                "{INFRA}cannot prepare the working directory under {}: {e}",
+                ctx.layout.root().display()
+            )));
+        }
+    };
     for name in &edge.gates {
         if lost.is_cancelled() {
             return Ok(GatesOutcome::Stopped);
         }
-        let result = run_gate(ctx, job, name, &workdir, lost).await;
-        let Some(result) = result else { return Ok(GatesOutcome::Stopped) };
-        info!(item = %job.item, job = %job.id, epoch = job.epoch, gate = %name, passed = result.passed, "gate");
+        let (result, infra) = match run_gate(ctx, job, name, &workdir, lost).await {
+            GateRun::Stopped => return Ok(GatesOutcome::Stopped),
+            GateRun::Ran(r) => (r, false),
+            GateRun::CouldNotStart(r) => (r, true),
+        };
+        info!(item = %job.item, job = %job.id, epoch = job.epoch, gate = %name, passed = result.passed, infra, "gate");
         let passed = result.passed;
         let reason = result.reason.clone();
-        match ctx.store.record_gate_result(job.id, job.epoch, result, ctx.now()).await {
+        match ctx.within_lease(ctx.store.record_gate_result(job.id, job.epoch, result, ctx.now())).await {
             Ok(()) => {}
-            Err(orch_store::Error::FencedOut { .. }) => return Ok(GatesOutcome::Stopped),
-            Err(e) => return Err(e.into()),
+            Err(Error::Store(orch_store::Error::FencedOut { .. })) => return Ok(GatesOutcome::Stopped),
+            Err(e) => return Err(e),
         }
         if !passed {
-            return Ok(GatesOutcome::Failed(reason.unwrap_or_else(|| format!("gate {name} failed"))));
+            let reason = reason.unwrap_or_else(|| format!("gate {name} failed"));
+            return Ok(if infra { GatesOutcome::Infra(reason) } else { GatesOutcome::Failed(reason) });
         }
     }
     Ok(GatesOutcome::Passed)
 }
 
-/// Runs one gate; `None` if it was stopped (lease lost or shutdown).
+/// How one gate's run went.
+enum GateRun {
+    /// It ran; the result says whether the work passed.
+    Ran(GateResult),
+    /// It could not be started (recorded as a failed result with the reason).
+    CouldNotStart(GateResult),
+    /// The lease was lost or the node is shutting down.
+    Stopped,
+}
+
+/// Runs one gate.
 async fn run_gate(
     ctx: &Ctx,
     job: &Job,
     name: &GateName,
     workdir: &std::path::Path,
     lost: &CancellationToken,
-) -> Option<GateResult> {
+) -> GateRun {
     let started = Instant::now();
     let fail = |reason: String, exit_code: Option<i32>, metric: Option<f64>| GateResult {
         gate: name.to_string(),
@@ -66,10 +99,9 @@ async fn run_gate(
         reason: Some(reason),
     };
     let Some(gate) = ctx.config.gates.get(name) else {
-        return Some(fail(format!("gate {name} is not in the config"), None, None));
+        return GateRun::CouldNotStart(fail(format!("{INFRA}gate {name} is not in the config"), None, None));
     };
     let log = ctx.layout.gate_log(job.id, job.epoch, name.as_str());
-    let _ = std::fs::remove_file(&log);
     let env = vec![
         ("ORCH_ITEM".to_owned(), job.item.to_string()),
         ("ORCH_STAGE".to_owned(), job.stage.to_string()),
@@ -78,42 +110,52 @@ async fn run_gate(
         ("ORCH_GATE".to_owned(), name.to_string()),
     ];
     let command = ctx.config.resolve_argv(&gate.command);
-    let mut spawned = match process::spawn(&command, workdir, &env, &log) {
-        Ok(s) => s,
-        Err(e) => return Some(fail(format!("gate {name} could not start: {e}"), None, None)),
+    let spec = ProcSpec {
+        name: format!("job-{}-e{}-gate-{name}", job.id, job.epoch),
+        argv: &command,
+        cwd: workdir,
+        env: &env,
+        log: log.clone(),
+        log_mode: LogMode::Fresh,
     };
-    let run_dir = ctx.layout.run_dir(&ctx.opts.node_id);
-    let record = registry::record(
-        &run_dir,
-        &format!("job-{}-e{}-gate-{name}", job.id, job.epoch),
-        spawned.pid,
-        spawned.proc_start,
-    );
-    let ended = process::supervise(&mut spawned.child, spawned.pid, gate.timeout(), lost.cancelled()).await;
-    registry::forget(record);
-    let tail = || process::read_tail(&log, 64 * 1024);
+    let proc_ = match launch::start(ctx, job, &spec, lost).await {
+        Ok(s) => s,
+        Err(_) if lost.is_cancelled() => return GateRun::Stopped,
+        Err(e) => return GateRun::CouldNotStart(fail(format!("{INFRA}gate {name} could not start: {e}"), None, None)),
+    };
+    let ended = launch::wait(ctx, job, proc_, gate.timeout(), lost).await;
+    let tail = || untrusted::tail(&log, 64 * 1024);
     let last_line = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     let code = match ended {
-        Ended::Stopped => return None,
-        Ended::TimedOut => return Some(fail(format!("gate {name} timed out after {}s", gate.timeout_s), None, None)),
-        Ended::Signalled(sig) => return Some(fail(format!("gate {name} was killed by signal {sig}"), None, None)),
+        Ended::Stopped => return GateRun::Stopped,
+        Ended::TimedOut => {
+            return GateRun::Ran(fail(format!("gate {name} timed out after {}s", gate.timeout_s), None, None));
+        }
+        Ended::Signalled(sig) => {
+            return GateRun::Ran(fail(format!("gate {name} was killed by signal {sig}"), None, None));
+        }
         Ended::Exited(code) => code,
     };
     if code != 0 {
-        let t = tail();
-        return Some(fail(format!("gate {name} failed with exit code {code}: {}", last_line(&t)), Some(code), None));
+        let t = tail().await;
+        return GateRun::Ran(fail(
+            format!("gate {name} failed with exit code {code}: {}", last_line(&t)),
+            Some(code),
+            None,
+        ));
     }
     let mut metric = None;
-    if let Some(spec) = &gate.metric {
-        let t = tail();
-        match spec.read(&t) {
+    if let Some(metric_spec) = &gate.metric {
+        let t = tail().await;
+        match metric_spec.read(&t) {
             None => {
-                let msg = format!("gate {name}: no match for metric regex {:?} in its output", spec.regex.as_str());
-                return Some(fail(msg, Some(code), None));
+                let msg =
+                    format!("gate {name}: no match for metric regex {:?} in its output", metric_spec.regex.as_str());
+                return GateRun::Ran(fail(msg, Some(code), None));
             }
-            Some(v) if v < spec.min => {
-                return Some(fail(
-                    format!("gate {name}: metric {v} is below the minimum {}", spec.min),
+            Some(v) if v < metric_spec.min => {
+                return GateRun::Ran(fail(
+                    format!("gate {name}: metric {v} is below the minimum {}", metric_spec.min),
                     Some(code),
                     Some(v),
                 ));
@@ -121,7 +163,7 @@ async fn run_gate(
             Some(v) => metric = Some(v),
         }
     }
-    Some(GateResult {
+    GateRun::Ran(GateResult {
         gate: name.to_string(),
         passed: true,
         exit_code: Some(code),

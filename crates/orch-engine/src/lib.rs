@@ -13,14 +13,19 @@
 
 pub mod audit;
 pub mod clock;
+pub mod contain;
+mod ctx;
 mod events;
 mod finalize;
 mod gates;
+pub mod identity;
 mod job;
+mod launch;
 pub mod layout;
 mod lease;
 pub mod metrics;
 mod node;
+mod node_registry;
 pub mod ops;
 pub mod process;
 mod prompt;
@@ -28,6 +33,7 @@ pub mod reaper;
 mod reconcile;
 mod registry;
 mod scheduler;
+pub mod untrusted;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::MetricsSnapshot;
@@ -44,6 +50,16 @@ pub enum Error {
     Vanished(orch_store::JobId),
     #[error("item {0} changed under a live epoch (store integrity breach)")]
     Conflict(String),
+    /// The node's lease deadline passed while it waited on the store: it has
+    /// fenced itself and must not act on the answer.
+    #[error("the lease deadline passed while waiting for the store; this node fenced itself off the job")]
+    LeaseDeadline,
+    /// The node cannot run here (e.g. cgroup isolation asked for and refused).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A supervised task died or an integrity check failed: the node stopped.
+    #[error("node stopped: {0}")]
+    Fatal(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -16,6 +16,8 @@ pub struct Metrics {
     transitions_total: AtomicU64,
     finalizer_owned: AtomicI64,
     last_pass_at_ms: AtomicI64,
+    self_fenced_total: AtomicU64,
+    start_retries_total: AtomicU64,
 }
 
 /// Which reaper tier acted.
@@ -49,6 +51,10 @@ pub struct MetricsSnapshot {
     pub finalizer_owned: i64,
     /// When the last reaper pass finished (ms since the epoch), 0 if none yet.
     pub last_pass_at_ms: i64,
+    /// Jobs whose processes this node killed because it could not renew its lease.
+    pub self_fenced_total: u64,
+    /// Process starts retried after an infrastructure failure.
+    pub start_retries_total: u64,
 }
 
 impl Metrics {
@@ -75,6 +81,12 @@ impl Metrics {
     pub fn finalizer_ended(&self) {
         self.finalizer_owned.fetch_sub(1, Ordering::Relaxed);
     }
+    pub fn self_fenced(&self, jobs: usize) {
+        self.self_fenced_total.fetch_add(jobs as u64, Ordering::Relaxed);
+    }
+    pub fn start_retried(&self) {
+        self.start_retries_total.fetch_add(1, Ordering::Relaxed);
+    }
     pub fn pass_done(&self, at_ms: i64) {
         self.last_pass_at_ms.store(at_ms, Ordering::Relaxed);
     }
@@ -89,6 +101,8 @@ impl Metrics {
             transitions_total: self.transitions_total.load(Ordering::Relaxed),
             finalizer_owned: self.finalizer_owned.load(Ordering::Relaxed),
             last_pass_at_ms: self.last_pass_at_ms.load(Ordering::Relaxed),
+            self_fenced_total: self.self_fenced_total.load(Ordering::Relaxed),
+            start_retries_total: self.start_retries_total.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,19 +3,23 @@
 //! memory stays flat whatever the agent prints), bounded waits, and killing whole
 //! groups so no grandchild outlives its job (I6).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+use crate::contain::JobCgroup;
+
 /// How long a group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Why a process could not be started.
+/// Why a process could not be started. Every variant is an infrastructure failure
+/// in the sense of DESIGN §7: nothing of the work was judged.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("empty command")]
@@ -24,19 +28,36 @@ pub enum SpawnError {
     NotFound(String),
     #[error("command is not executable (permission denied): {0}")]
     NotExecutable(String),
+    #[error("working directory {0} does not exist")]
+    NoWorkdir(String),
     #[error("cannot open log file {path}: {source}")]
     Log { path: String, source: std::io::Error },
+    #[error("cannot make a cgroup for the process: {0}")]
+    Cgroup(std::io::Error),
     #[error("cannot start {program}: {source}")]
     Other { program: String, source: std::io::Error },
 }
 
-/// A started child, leader of its own process group.
+/// Pids of the children this process spawned and has not reaped yet. The sweep
+/// that reaps adopted orphans (we are the child subreaper) must never reap one of
+/// these: tokio waits for them itself, and `waitpid(-1)` would steal their status.
+static SPAWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn spawned_set() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    SPAWNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A started child, leader of its own process group (and alone in its cgroup).
 #[derive(Debug)]
 pub struct Spawned {
     pub child: Child,
     pub pid: i32,
     /// Start time in clock ticks since boot (/proc), to recognise the process later.
     pub proc_start: Option<i64>,
+    /// The cgroup holding the child and every descendant, if the node uses them.
+    pub cgroup: Option<JobCgroup>,
+    /// `ORCH_JOB_ID` of the child, to find its adopted daemons in process-group mode.
+    job_tag: Option<String>,
 }
 
 /// How a waited-for process ended.
@@ -52,50 +73,118 @@ pub enum Ended {
     Stopped,
 }
 
+/// Finds `program` the way `execvp` would (relative to `cwd` when it has a slash,
+/// else on `PATH`), so "not found" and "not executable" are told apart before the
+/// process starts rather than guessed from an `ENOENT` that may be the folder's.
+fn resolve(program: &str, cwd: &Path, path_var: Option<&str>) -> Result<std::path::PathBuf, SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return match p.metadata() {
+            Err(_) => Err(SpawnError::NotFound(program.to_owned())),
+            Ok(_) if executable(&p) => Ok(p),
+            Ok(_) => Err(SpawnError::NotExecutable(program.to_owned())),
+        };
+    }
+    let path_var = path_var.map(str::to_owned).or_else(|| std::env::var("PATH").ok()).unwrap_or_default();
+    let mut denied = false;
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let p = cwd.join(dir).join(program);
+        if executable(&p) {
+            return Ok(p);
+        }
+        denied |= p.is_file();
+    }
+    Err(if denied { SpawnError::NotExecutable(program.to_owned()) } else { SpawnError::NotFound(program.to_owned()) })
+}
+
 /// Spawns `argv` in `cwd` with `env` added, as the leader of a new process group,
-/// with stdin closed and stdout and stderr appended to `log`.
+/// with stdin closed and stdout and stderr going to `log`. With a `cgroup` the
+/// child joins it before it runs anything of the command's (see `contain`).
 ///
 /// # Errors
-/// `SpawnError` naming the command, distinguishing "not found" and "not executable".
-pub fn spawn(argv: &[String], cwd: &Path, env: &[(String, String)], log: &Path) -> Result<Spawned, SpawnError> {
+/// `SpawnError` naming what could not be started and why.
+pub fn spawn(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    log: (&Path, std::fs::File),
+    cgroup: Option<JobCgroup>,
+) -> Result<Spawned, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::Empty)?;
-    let log_err = |source| SpawnError::Log { path: log.display().to_string(), source };
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(log_err)?;
-    let err = out.try_clone().map_err(log_err)?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
+    if !cwd.is_dir() {
+        return Err(SpawnError::NoWorkdir(cwd.display().to_string()));
+    }
+    let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let resolved = resolve(program, cwd, path_var)?;
+    let (log_path, out) = log;
+    let err = out.try_clone().map_err(|source| SpawnError::Log { path: log_path.display().to_string(), source })?;
+    let mut cmd = match &cgroup {
+        Some(cg) => {
+            // `echo` is a shell builtin: the shell moves itself, then becomes the command.
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg("echo 0 > \"$0\" || exit 125; exec \"$@\"").arg(cg.procs_file()).arg(&resolved).args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new(&resolved);
+            c.args(args);
+            c
+        }
+    };
+    cmd.current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);
-    let child = cmd.spawn().map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SpawnError::NotFound(program.clone()),
-        std::io::ErrorKind::PermissionDenied => SpawnError::NotExecutable(program.clone()),
-        _ => SpawnError::Other { program: program.clone(), source },
-    })?;
+    let child = {
+        // Held across the fork so the orphan sweep never sees this child unlisted.
+        let mut set = spawned_set();
+        let child = cmd.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => SpawnError::NotFound(program.clone()),
+            std::io::ErrorKind::PermissionDenied => SpawnError::NotExecutable(program.clone()),
+            _ => SpawnError::Other { program: program.clone(), source },
+        })?;
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            set.insert(pid);
+        }
+        child
+    };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    Ok(Spawned { child, pid, proc_start: proc_start_time(pid) })
+    let job_tag = env.iter().find(|(k, _)| k == "ORCH_JOB_ID").map(|(_, v)| v.clone());
+    Ok(Spawned { child, pid, proc_start: proc_start_time(pid), cgroup, job_tag })
 }
 
-/// Waits for `child` (leader of group `pgid`) until it exits, `timeout` passes, or
-/// `stop` resolves. On timeout or stop the group is terminated (TERM, then KILL
-/// after [`KILL_GRACE`]). Whatever happens, the group is killed at the end so no
-/// grandchild survives.
-pub async fn supervise(
-    child: &mut Child,
-    pgid: i32,
-    timeout: Duration,
-    stop: impl std::future::Future<Output = ()>,
-) -> Ended {
+/// Waits for the child until it exits, `timeout` passes, or `stop` resolves. On
+/// timeout or stop the group is terminated (TERM, then KILL after [`KILL_GRACE`]).
+/// Whatever happens, everything the child started is killed at the end (its group,
+/// its cgroup, and in process-group mode the daemons the node adopted from it), so
+/// nothing outlives it (I6).
+pub async fn supervise(spawned: &mut Spawned, timeout: Duration, stop: impl std::future::Future<Output = ()>) -> Ended {
+    let pgid = spawned.pid;
+    let child = &mut spawned.child;
     let ended = tokio::select! {
         status = child.wait() => from_status(status),
         () = tokio::time::sleep(timeout) => { terminate(child, pgid).await; Ended::TimedOut }
         () = stop => { terminate(child, pgid).await; Ended::Stopped }
     };
+    spawned_set().remove(&pgid);
     kill_group(pgid, Signal::SIGKILL);
+    let cgroup = spawned.cgroup.take();
+    let tag = spawned.job_tag.clone();
+    // Blocking /proc and cgroupfs work, bounded inside: off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || match cgroup {
+        Some(cg) => cg.remove(),
+        None => {
+            if let Some(tag) = tag {
+                kill_adopted(&tag);
+            }
+        }
+    })
+    .await;
     ended
 }
 
@@ -167,15 +256,61 @@ pub fn proc_start_time(pid: i32) -> Option<i64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The last `max` bytes of a file, lossily decoded: enough to read a gate's metric
-/// or show a failure's tail without loading a huge log.
-pub fn read_tail(path: &Path, max: u64) -> String {
-    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if f.seek(SeekFrom::Start(len.saturating_sub(max))).is_err() {
-        return String::new();
+/// Children the node adopted as child subreaper: every process whose parent is
+/// this process and that is not in `spawned` (the children it started itself).
+fn adopted(spawned: &BTreeSet<i32>) -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !spawned.contains(pid))
+        .filter(|pid| parent_of(*pid) == Some(me))
+        .collect()
+}
+
+/// The parent pid of `pid` (field 4 of /proc/PID/stat).
+fn parent_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reaps adopted children that have died (zombies re-parented to the node as child
+/// subreaper). Never touches a child the node spawned itself: those are tokio's to
+/// wait for.
+pub fn reap_adopted() {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    // Held while reaping so no child is spawned (and listed) in between.
+    let spawned = spawned_set();
+    for pid in adopted(&spawned) {
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     }
-    let mut buf = Vec::new();
-    let _ = f.take(max).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Process-group mode: kills the daemons the node adopted whose environment says
+/// they belong to job `tag` (`ORCH_JOB_ID`), then reaps them. A descendant still
+/// being re-parented is caught by a second look a moment later.
+fn kill_adopted(tag: &str) {
+    let needle = format!("ORCH_JOB_ID={tag}");
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pids = adopted(&spawned_set());
+        for pid in pids {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        reap_adopted();
+    }
+}
+
+/// Makes this process the child subreaper, so a descendant that daemonizes is
+/// re-parented to the node (which can still find and kill it) instead of init.
+pub fn become_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become child subreaper; daemonized agents re-parent to init");
+    }
 }

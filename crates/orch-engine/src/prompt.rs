@@ -8,12 +8,12 @@ use std::path::Path;
 use orch_core::RoleName;
 use orch_store::Job;
 
-use crate::Error;
-use crate::node::Ctx;
+use crate::ctx::Ctx;
+use crate::{Error, untrusted};
 
 pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) -> Result<(), Error> {
-    let item = ctx.store.get_item(&job.item).await?.ok_or(Error::Vanished(job.id))?;
-    let jobs = ctx.store.jobs_for_item(&job.item).await?;
+    let item = ctx.within_lease(ctx.store.get_item(&job.item)).await?.ok_or(Error::Vanished(job.id))?;
+    let jobs = ctx.within_lease(ctx.store.jobs_for_item(&job.item)).await?;
     let mut text = String::new();
     let _ = writeln!(text, "# {} — {}\n", item.key, item.title);
     let _ = writeln!(
@@ -45,5 +45,15 @@ pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) ->
         "## When you finish\n\nWrite your verdict as JSON to the file named by ORCH_VERDICT_FILE: \
          {{\"verdict\": \"pass\" | \"fail\" | \"blocked\", \"summary\": \"one line\"}}."
     );
-    tokio::fs::write(path, text).await.map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+    // Created fresh and exclusively: whatever an earlier agent left at the path
+    // (a FIFO, a link to a file elsewhere) is removed, never written through.
+    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        untrusted::create_fresh(&path)?.write_all(text.as_bytes())
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e.to_string())))?
+    .map_err(io)
 }

@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::ctx::Ctx;
 use crate::metrics::Tier;
-use crate::node::Ctx;
 use crate::{Error, finalize, process};
 
 /// Rows looked at per tier per pass; the rest wait for the next pass.
@@ -153,7 +153,7 @@ async fn take_over(ctx: &Ctx, job: &Job, when: TakeOver, why: &str) -> Result<Op
         .take_over(job.id, job.epoch, &ctx.opts.node_id, ctx.now(), ctx.config.reaper.lease_ttl(), when, why)
         .await?;
     if let Some(t) = &taken {
-        ctx.lose_older(t.id, t.epoch);
+        ctx.owned.lose(t.id, Some(t.epoch));
         info!(item = %t.item, job = %t.id, epoch = t.epoch, previous_owner = ?job.owner, reason = why, "reaper.took_over");
     }
     Ok(taken)

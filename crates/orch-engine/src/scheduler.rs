@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::node::Ctx;
+use crate::ctx::Ctx;
 
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let signal = ctx.store.work_signal();
@@ -23,13 +23,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         notified.as_mut().enable();
         freed.as_mut().enable();
 
-        let free = max.saturating_sub(ctx.owned_count());
+        let free = max.saturating_sub(ctx.owned.len());
         let mut claimed_full_batch = false;
         if free > 0 {
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
             let now = ctx.now();
+            let sent = tokio::time::Instant::now();
             match ctx.store.claim_jobs(&ctx.opts.node_id, limit, now, ctx.config.reaper.lease_ttl()).await {
                 Ok(jobs) => {
+                    if !jobs.is_empty() {
+                        ctx.lease.claimed(sent);
+                    }
                     claimed_full_batch = jobs.len() == free;
                     for job in jobs {
                         info!(item = %job.item, job = %job.id, epoch = job.epoch, stage = %job.stage, "job.claimed");

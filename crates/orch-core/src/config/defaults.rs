@@ -18,6 +18,8 @@ pub const NODE_ID: &str = "";
 pub const MAX_CONCURRENT_JOBS: u32 = 4;
 /// `[node] data_dir`, relative to the config's folder.
 pub const DATA_DIR: &str = ".orch";
+/// `[node] isolation`: a per-job cgroup where the host allows one, else process groups.
+pub const ISOLATION: &str = "auto";
 
 /// A repo's `forge`.
 pub const FORGE: &str = "local";
@@ -82,6 +84,7 @@ pub(crate) fn scalar(section: &str, key: &str) -> Option<Scalar> {
         ("node", "id") => Scalar::Text(NODE_ID.to_owned()),
         ("node", "max_concurrent_jobs") => Scalar::Count(i64::from(MAX_CONCURRENT_JOBS)),
         ("node", "data_dir") => Scalar::Text(DATA_DIR.to_owned()),
+        ("node", "isolation") => Scalar::Text(ISOLATION.to_owned()),
         ("reaper", "interval_s") => Scalar::Seconds(reaper.interval_s),
         ("reaper", "finalize_grace_s") => Scalar::Seconds(reaper.finalize_grace_s),
         ("reaper", "max_running_s") => Scalar::Seconds(reaper.max_running_s),

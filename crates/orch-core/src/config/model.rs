@@ -52,6 +52,36 @@ pub struct NodeConfig {
     pub max_concurrent_jobs: NonZeroU32,
     /// Worktrees, logs, prompts and verdicts; relative to the config's folder.
     pub data_dir: PathBuf,
+    /// How a job's processes are contained, so none outlives the job.
+    pub isolation: Isolation,
+}
+
+/// `[node] isolation`: what holds a job's processes together so they can all be
+/// killed, including descendants that leave the process group (`setsid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A cgroup per job where the host lets orch make one, else process groups.
+    Auto,
+    /// A cgroup per job; the node refuses to start without one.
+    Cgroup,
+    /// Process groups only, with the node as child subreaper.
+    ProcessGroup,
+}
+
+impl Isolation {
+    /// The names the config accepts.
+    pub const NAMES: &'static [&'static str] = &["auto", "cgroup", "process-group"];
+
+    /// Parses a config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "cgroup" => Some(Self::Cgroup),
+            "process-group" => Some(Self::ProcessGroup),
+            _ => None,
+        }
+    }
 }
 
 /// `[reaper]`: the recovery timings. All in seconds, fractional allowed.

@@ -87,6 +87,7 @@ pub(crate) const SCALARS: &[ScalarKey] = &[
     scalar("node", "id", Kind::Text),
     scalar("node", "max_concurrent_jobs", Kind::Count),
     scalar("node", "data_dir", Kind::Text),
+    scalar("node", "isolation", Kind::Text),
     scalar("reaper", "interval_s", Kind::Seconds),
     scalar("reaper", "finalize_grace_s", Kind::Seconds),
     scalar("reaper", "max_running_s", Kind::Seconds),
@@ -135,7 +136,7 @@ mod tests {
     fn env_vars_are_derived_from_keys() {
         let k = scalar_key("reaper", "finalizer_liveness_enabled").map(ScalarKey::env_var);
         assert_eq!(k.as_deref(), Some("ORCH_REAPER_FINALIZER_LIVENESS_ENABLED"));
-        assert_eq!(section_keys("node"), ["id", "max_concurrent_jobs", "data_dir"]);
+        assert_eq!(section_keys("node"), ["id", "max_concurrent_jobs", "data_dir", "isolation"]);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use super::defaults;
 use super::diag::{At, Origin, Sink};
 use super::graph::Graph;
 use super::model::{
-    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, MetricSpec, NodeConfig, ReaperConfig, RepoConfig,
-    ServerConfig, StoreConfig, VerdictSource,
+    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, Isolation, MetricSpec, NodeConfig, ReaperConfig,
+    RepoConfig, ServerConfig, StoreConfig, VerdictSource,
 };
 use super::raw::{RawAgent, RawConfig, RawGate, RawRepo};
 use super::schema::{self, Scalar};
@@ -136,7 +136,13 @@ impl Validator<'_> {
             let msg = "expected a folder for worktrees, logs and verdicts (e.g. \".orch\"), got an empty string";
             self.sink.error(&data_dir.origin, "node.data_dir", msg);
         }
-        NodeConfig { id: id.value, max_concurrent_jobs, data_dir: PathBuf::from(data_dir.value) }
+        let isolation_at = self.text("node", "isolation");
+        let isolation = Isolation::parse(&isolation_at.value).unwrap_or_else(|| {
+            let msg = unknown_value("isolation", &isolation_at.value, Isolation::NAMES);
+            self.sink.error(&isolation_at.origin, "node.isolation", msg);
+            Isolation::Auto
+        });
+        NodeConfig { id: id.value, max_concurrent_jobs, data_dir: PathBuf::from(data_dir.value), isolation }
     }
 
     /// The reaper settings, and where `max_running_s` came from (budget errors point there).

@@ -50,7 +50,12 @@ fn config() -> Config {
         source: PathBuf::from("orch.toml"),
         server: ServerConfig { listen: "127.0.0.1:7700".into() },
         store: StoreConfig { url: "sqlite://.orch/orch.db".into() },
-        node: NodeConfig { id: String::new(), max_concurrent_jobs: NonZeroU32::MIN, data_dir: ".orch".into() },
+        node: NodeConfig {
+            id: String::new(),
+            max_concurrent_jobs: NonZeroU32::MIN,
+            data_dir: ".orch".into(),
+            isolation: crate::config::Isolation::Auto,
+        },
         reaper: ReaperConfig::default(),
         repos: vec![RepoConfig {
             name: "shop".into(),
