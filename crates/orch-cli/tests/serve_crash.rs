@@ -131,7 +131,13 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
             }
         }
         assert!(ended.values().all(|n| *n == 1), "{k}: a job committed more than one transition: {ended:?}");
-        assert!(events.iter().any(|e| e["kind"] == "job.released"), "{k}: the interrupted job was requeued");
+        // The run that died with its node is an attempt: failed as lost, retried.
+        assert!(
+            events.iter().any(|e| e["kind"] == "job.failed"
+                && e["reason"].as_str().is_some_and(|r| r.contains("node died during the run"))),
+            "{k}: the interrupted run was failed as lost: {events:?}"
+        );
+        assert!(events.iter().any(|e| e["kind"] == "item.retried" || e["kind"] == "item.rolled_back"));
     }
     let audit = orch_output(d, &["audit"]);
     assert!(

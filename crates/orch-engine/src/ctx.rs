@@ -182,6 +182,21 @@ impl LeaseDeadline {
     }
 }
 
+/// The (job, epoch) pairs Tier-2 has deferred to, so each gets one event.
+#[derive(Debug, Default)]
+pub(crate) struct DeferredSet(Mutex<std::collections::HashSet<(JobId, i64)>>);
+
+impl DeferredSet {
+    /// True if `key` was not in the set yet.
+    pub(crate) fn insert(&self, key: (JobId, i64)) -> bool {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key)
+    }
+
+    pub(crate) fn retain(&self, keep: impl Fn(&(JobId, i64)) -> bool) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|k| keep(k));
+    }
+}
+
 /// Everything the node's tasks share.
 pub(crate) struct Ctx {
     pub(crate) store: Arc<dyn Store>,
@@ -200,6 +215,8 @@ pub(crate) struct Ctx {
     pub(crate) stopping: CancellationToken,
     /// Kill every agent group now (the drain deadline passed).
     pub(crate) kill_all: CancellationToken,
+    /// Finalizations Tier-2 has already recorded a deferral for, by (job, epoch).
+    pub(crate) deferred: DeferredSet,
     /// Why the node must stop with an error (a supervised task died, integrity broke).
     fatal: Mutex<Option<String>>,
     /// Woken when a job slot frees up.
@@ -230,6 +247,7 @@ impl Ctx {
             stopping: CancellationToken::new(),
             kill_all: CancellationToken::new(),
             fatal: Mutex::new(None),
+            deferred: DeferredSet::default(),
             slot_freed: tokio::sync::Notify::new(),
             tasks: TaskTracker::new(),
         }

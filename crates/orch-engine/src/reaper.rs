@@ -73,7 +73,11 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
             Err(err) => warn!(item = %job.item, job = %job.id, error = %err, "tier-1 reap failed"),
         }
     }
-    for job in ctx.store.stale_finishing(now.sub(r.finalize_grace()), BATCH).await? {
+    let stale = ctx.store.stale_finishing(now.sub(r.finalize_grace()), BATCH).await?;
+    // Forget deferrals of jobs no longer stale (ended, or taken over), so the set
+    // stays as small as the set of finalizations running long right now.
+    ctx.deferred.retain(|(id, epoch)| stale.iter().any(|j| j.id == *id && j.epoch == *epoch));
+    for job in stale {
         if let Err(err) = tier2(ctx, &job, now, &mut report).await {
             warn!(item = %job.item, job = %job.id, error = %err, "tier-2 pass failed");
         }
@@ -89,10 +93,15 @@ async fn tier2(ctx: &Arc<Ctx>, job: &Job, now: orch_core::Timestamp, report: &mu
         if r.finalizer_liveness_enabled && lease_live {
             ctx.metrics.deferred();
             report.tier2_deferred += 1;
-            info!(item = %job.item, job = %job.id, epoch = job.epoch, owner = ?job.owner, "reaper.deferred: finalizer lease is live");
-            let mut e = event(job, EventKind::ReaperDeferred, "finalizer holds a live lease");
-            e.data = json!({ "tier": 2, "owner": job.owner, "lease_expires_at": job.lease_expires_at });
-            ctx.store.append_events(&[e], now).await?;
+            // One event per job epoch: the log says a finalizer ran long, the
+            // counter says how often it was looked at (an event per pass would grow
+            // the log without bound while a slow gate runs).
+            if ctx.deferred.insert((job.id, job.epoch)) {
+                info!(item = %job.item, job = %job.id, epoch = job.epoch, owner = ?job.owner, "reaper.deferred: finalizer lease is live");
+                let mut e = event(job, EventKind::ReaperDeferred, "finalizer holds a live lease");
+                e.data = json!({ "tier": 2, "owner": job.owner, "lease_expires_at": job.lease_expires_at });
+                ctx.store.append_events(&[e], now).await?;
+            }
             return Ok(());
         }
         let why = if lease_live {

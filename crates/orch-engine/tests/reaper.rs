@@ -64,21 +64,23 @@ async fn orch_incident_reaper_defers_to_a_live_finalizer() {
     wait_file(&workdir(&h, &key).join("gate-started")).await;
 
     // The gates now run longer than finalize_grace_s while the finalizer heartbeats.
-    for pass in 1..=2 {
+    for pass in 1..=3 {
         h.clock.advance(Duration::from_millis(1500));
         wait_lease_after_now(&h, &key).await;
         let report = node.reaper_pass().await.unwrap();
         assert_eq!(report.tier2_deferred, 1, "pass {pass}: {report:?}");
         assert_eq!(report.tier2_taken_over, 0);
     }
-    assert_eq!(node.metrics().finalizer_defers_total, 2);
+    assert_eq!(node.metrics().finalizer_defers_total, 3);
 
     std::fs::write(workdir(&h, &key).join("release"), "").unwrap();
     let item = h.wait_status(&key, ItemStatus::Done).await;
     assert_eq!(item.attempts["development"], 1, "no rollback happened");
     let events = h.events(&key).await;
     let kinds: Vec<String> = events.iter().map(|e| e.kind.clone()).collect();
-    assert_eq!(count(&kinds, "reaper.deferred"), 2);
+    // Every pass is counted, but the log records the deferral once per job epoch
+    // (an event per pass grew the log without bound while a slow gate ran).
+    assert_eq!(count(&kinds, "reaper.deferred"), 1);
     assert_eq!(count(&kinds, "reaper.took_over"), 0);
     assert_eq!(count(&kinds, "item.rolled_back"), 0);
     let from_staging =

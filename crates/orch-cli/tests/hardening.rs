@@ -1,0 +1,307 @@
+//! The node's promises under attack (DESIGN §7, "Bounds an operator can rely on"),
+//! one test per way they were once broken, each with the real `orch serve` binary,
+//! real agents and gates, and a real store.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{ORCH, Serve, orch_output, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const PASS: &str = r#"printf '{"verdict":"pass","summary":"ok"}' > "$ORCH_VERDICT_FILE""#;
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Kills the pids listed in files of a folder when the test ends, pass or fail:
+/// processes a test deliberately leaves behind (a killed node's agents) must not
+/// outlive it.
+struct KillListed(PathBuf);
+
+impl Drop for KillListed {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            for pid in std::fs::read_to_string(entry.path()).unwrap_or_default().split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>()
+                    && pid > 1
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// A deployment in a temporary folder: `orch.toml`, agent scripts, a `pids/`
+/// folder scripts write to, and helpers to run `orch` against it.
+struct Deployment {
+    dir: tempfile::TempDir,
+    _cleanup: KillListed,
+}
+
+impl Deployment {
+    /// `store` is the store URL; `reaper` the `[reaper]` body; `extra` is appended
+    /// (edges, gates). Every role runs `agents/<role>.sh`, which passes unless the
+    /// test writes its own.
+    fn new(store: &str, reaper: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("pids")).unwrap();
+        let mut text = format!(
+            "[store]\nurl = \"{store}\"\n[node]\nid = \"node-a\"\nmax_concurrent_jobs = 4\ndata_dir = \"data-a\"\n\
+             [reaper]\n{reaper}\n[[repos]]\nname = \"shop\"\nkey = \"SHOP\"\npath = \".\"\n"
+        );
+        for role in ["analyst", "architect", "developer", "tester", "deployer"] {
+            text.push_str(&format!("[agents.{role}]\ncommand = [\"./agents/{role}.sh\"]\ntimeout_s = 30\n"));
+            write_script(&d.join(format!("agents/{role}.sh")), PASS);
+        }
+        text.push_str(extra);
+        std::fs::write(d.join("orch.toml"), text).unwrap();
+        let cleanup = KillListed(d.join("pids"));
+        Self { dir, _cleanup: cleanup }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn script(&self, rel: &str, body: &str) {
+        write_script(&self.path().join(rel), body);
+    }
+
+    fn orch(&self, args: &[&str]) -> std::process::Output {
+        orch_output(self.path(), args)
+    }
+
+    fn add_item(&self, title: &str) -> String {
+        let out = self.orch(&["item", "add", "--repo", "shop", "--kind", "bug", "--title", title, "--json"]);
+        assert!(out.status.success(), "item add: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    fn item(&self, key: &str) -> serde_json::Value {
+        let out = self.orch(&["item", "show", key, "--json"]);
+        assert!(out.status.success(), "item show: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn status(&self, key: &str) -> String {
+        self.item(key)["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn events(&self, key: &str) -> Vec<serde_json::Value> {
+        let out = self.orch(&["item", "events", key, "--json"]);
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    }
+
+    /// `orch serve` as node `id` with data in `data_dir`, extra environment `env`.
+    fn serve(&self, id: &str, data_dir: &str, env: &[(&str, &str)], log: &str) -> Serve {
+        self.serve_with(Command::new(ORCH), id, data_dir, env, log)
+    }
+
+    fn serve_with(&self, mut cmd: Command, id: &str, data_dir: &str, env: &[(&str, &str)], log: &str) -> Serve {
+        let log = std::fs::File::create(self.path().join(log)).unwrap();
+        cmd.args(["serve", "--poll-s", "0.05", "--drain-s", "2"])
+            .current_dir(self.path())
+            .env_remove("ORCH_CONFIG")
+            .env("ORCH_NODE_ID", id)
+            .env("ORCH_NODE_DATA_DIR", data_dir)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        Serve(cmd.spawn().unwrap())
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
+    }
+
+    fn pid_file(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.path().join("pids").join(name)).unwrap().trim().parse().unwrap()
+    }
+
+    fn assert_audit_clean(&self) {
+        let audit = self.orch(&["audit"]);
+        assert!(
+            audit.status.success(),
+            "audit: {}{}",
+            String::from_utf8_lossy(&audit.stdout),
+            String::from_utf8_lossy(&audit.stderr)
+        );
+    }
+}
+
+fn terminate(serve: &mut Serve) -> std::process::ExitStatus {
+    kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = serve.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "orch serve did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(serve: &mut Serve) {
+    kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGKILL).unwrap();
+    serve.0.wait().unwrap();
+}
+
+const FAST: &str = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 120\nlease_ttl_s = 1\nheartbeat_s = 0.1\n";
+
+fn sqlite() -> &'static str {
+    "sqlite://state/orch.db"
+}
+
+/// Finding 1: an agent that replaces its verdict file with a FIFO once froze the
+/// whole node (a blocking open on a runtime thread). Now its job fails naming
+/// the FIFO, another item completes meanwhile, and SIGTERM still stops the node.
+#[test]
+fn fifo_verdict_fails_its_job_while_another_item_completes_and_sigterm_stops_the_node() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    dep.script(
+        "agents/developer.sh",
+        &format!(
+            "case \"$ORCH_ITEM\" in SHOP-1) rm -f \"$ORCH_VERDICT_FILE\"; mkfifo \"$ORCH_VERDICT_FILE\"; exit 0;; esac\n{PASS}"
+        ),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let hostile = dep.add_item("plants a FIFO");
+    let fine = dep.add_item("an honest item");
+    wait_until("the honest item to finish", || dep.status(&fine) == "done");
+    wait_until("the FIFO verdict to be refused", || {
+        dep.events(&hostile).iter().any(|e| {
+            e["kind"] == "job.failed"
+                && e["reason"].as_str().is_some_and(|r| r.contains("is not a regular file (it is a FIFO)"))
+        })
+    });
+    assert!(terminate(&mut node).success(), "serve exits 0 on SIGTERM: {}", dep.log("serve.log"));
+    dep.assert_audit_clean();
+}
+
+/// Finding 2: a node died while it ran an edge's gates; the node that took the
+/// finalization over could not even start the gate (its data folder had no logs
+/// folder) and counted that as a red gate, rolling a good item back. Now the taker
+/// prepares its folders, the gate runs, and the item advances with no rollback.
+#[test]
+fn node_killed_mid_gate_is_finished_by_a_second_node_without_rollback() {
+    let edge = "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"slow\"]\non_fail = \"development\"\n\
+                [gates.slow]\ncommand = [\"GATES/slow.sh\"]\ntimeout_s = 60\n";
+    let dep = Deployment::new(sqlite(), FAST, &edge.replace("GATES", "gates"));
+    let pids = dep.path().join("pids");
+    // First run (node A's): record the pid and hang; any later run passes at once.
+    dep.script(
+        "gates/slow.sh",
+        &format!(
+            "if [ -f {p}/gate ]; then echo 'gate passed'; exit 0; fi\necho $$ > {p}/gate.tmp && mv {p}/gate.tmp {p}/gate\n\
+             while :; do sleep 0.05; done",
+            p = pids.display()
+        ),
+    );
+    let mut a = dep.serve("node-a", "data-a", &[], "serve-a.log");
+    let key = dep.add_item("gated");
+    wait_until("node A's gate to start", || pids.join("gate").exists());
+    kill9(&mut a);
+    let gate_pid = dep.pid_file("gate");
+    let _ = kill(Pid::from_raw(gate_pid), Signal::SIGKILL); // it died with its machine
+
+    let mut b = dep.serve("node-b", "data-b", &[], "serve-b.log");
+    wait_until("node B to finish the item", || dep.status(&key) == "done");
+    assert!(terminate(&mut b).success());
+    let events = dep.events(&key);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"reaper.took_over"), "node B took the finalization over: {kinds:?}");
+    assert!(!kinds.contains(&"item.rolled_back"), "no rollback: {events:?}");
+    assert!(events.iter().any(|e| e["kind"] == "gate.passed"), "the gate ran on node B and passed: {events:?}");
+    assert_eq!(dep.item(&key)["attempts"]["development"], 1);
+    dep.assert_audit_clean();
+}
+
+/// Finding 4: a descendant that daemonizes (`setsid`) escaped its job's process
+/// group and lived on. Now it dies with its job, from an agent and from a gate,
+/// in each isolation mode the node offers.
+fn daemons_die_with_their_job(isolation: &str) {
+    let edge = "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"daemon\"]\non_fail = \"development\"\n\
+                [gates.daemon]\ncommand = [\"gates/daemon.sh\"]\ntimeout_s = 60\n";
+    let dep = Deployment::new(sqlite(), FAST, edge);
+    let pids = dep.path().join("pids");
+    let spawn_daemon = |name: &str| {
+        format!(
+            "setsid sh -c 'echo $$ > {p}/{name}.tmp; mv {p}/{name}.tmp {p}/{name}; exec sleep 600' </dev/null >/dev/null 2>&1 &\n\
+             while [ ! -f {p}/{name} ]; do sleep 0.01; done",
+            p = pids.display()
+        )
+    };
+    dep.script("agents/developer.sh", &format!("{}\n{PASS}", spawn_daemon("agent-daemon")));
+    dep.script("gates/daemon.sh", &format!("{}\necho ok", spawn_daemon("gate-daemon")));
+    let mut node = dep.serve("node-a", "data-a", &[("ORCH_NODE_ISOLATION", isolation)], "serve.log");
+    let key = dep.add_item("daemonizes");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    let (agent_daemon, gate_daemon) = (dep.pid_file("agent-daemon"), dep.pid_file("gate-daemon"));
+    wait_until("the agent's daemon to die with its job", || !alive(agent_daemon));
+    wait_until("the gate's daemon to die with its job", || !alive(gate_daemon));
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+}
+
+#[test]
+fn setsid_daemons_of_an_agent_and_a_gate_die_with_their_job_in_a_cgroup() {
+    daemons_die_with_their_job("cgroup");
+}
+
+#[test]
+fn setsid_daemons_of_an_agent_and_a_gate_die_with_their_job_under_process_groups() {
+    daemons_die_with_their_job("process-group");
+}
+
+/// Finding 5: an agent that kills its own node was restarted for ever (reconcile
+/// released the job without using an attempt). Now each run cut short by the
+/// node's death is an attempt, and the item ends blocked after `max_attempts`.
+#[test]
+fn an_agent_that_kills_its_node_on_every_run_ends_blocked() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let runs = dep.path().join("runs");
+    // `orch serve` is the agent's parent (the cgroup wrapper execs the agent).
+    dep.script("agents/developer.sh", &format!("echo run >> {}\nkill -9 $PPID\nsleep 30", runs.display()));
+    let key = dep.add_item("kills its node");
+    let mut restarts = 0;
+    while dep.status(&key) != "blocked" {
+        restarts += 1;
+        assert!(restarts <= 6, "still {} after {restarts} restarts", dep.status(&key));
+        let mut node = dep.serve("node-a", "data-a", &[], &format!("serve-{restarts}.log"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.0.try_wait().unwrap().is_none() && dep.status(&key) != "blocked" {
+            assert!(Instant::now() < deadline, "node neither died nor blocked the item");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if node.0.try_wait().unwrap().is_none() {
+            assert!(terminate(&mut node).success());
+        }
+    }
+    let runs = std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+    assert_eq!(runs, 3, "one run per attempt (max_attempts = 3)");
+    let events = dep.events(&key);
+    let blocked = events.iter().rev().find(|e| e["kind"] == "item.blocked").expect("an item.blocked event");
+    assert!(
+        events.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("node died during the run"))),
+        "the reason names the node's death: {events:?}"
+    );
+    assert!(blocked["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    dep.assert_audit_clean();
+}
