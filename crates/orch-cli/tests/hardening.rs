@@ -305,3 +305,117 @@ fn an_agent_that_kills_its_node_on_every_run_ends_blocked() {
     assert!(blocked["reason"].as_str().is_some_and(|r| !r.is_empty()));
     dep.assert_audit_clean();
 }
+
+/// A TCP proxy (socat) in front of the test PostgreSQL server that the test can
+/// freeze (SIGSTOP: connections stall with no error, as behind a hung middlebox)
+/// and thaw.
+struct FreezableProxy {
+    child: std::process::Child,
+    port: u16,
+    /// The server's `host:port` the proxy forwards to.
+    target: String,
+}
+
+impl FreezableProxy {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target = {
+            let admin = orch_test_support::pg_admin_url();
+            let host_port = admin.split('@').nth(1).and_then(|r| r.split('/').next()).unwrap_or("127.0.0.1:5432");
+            host_port.to_owned()
+        };
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("TCP:{target}"))
+            .process_group(0)
+            .spawn()
+            .expect("socat is needed for this test (Debian package socat; scripts/test installs it)");
+        wait_until("the proxy to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self { child, port, target }
+    }
+
+    /// `url` (a database on the test server) reached through the proxy instead.
+    fn url_for(&self, url: &str) -> String {
+        url.replacen(&self.target, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    fn signal(&self, sig: Signal) {
+        nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Finding 3: node A lost its store behind a frozen proxy; node B took the job over
+/// when the lease expired and started a new agent while A's was still running
+/// (A's self-fence waited for a renewal call that never returned). Now A kills its
+/// agent by its own timer before the lease can expire, so the two never overlap,
+/// and A records `job.fenced_out` with the kill time once it can reach the store.
+#[test]
+fn frozen_store_connection_self_fences_before_another_node_takes_over() {
+    let db = orch_test_support::PgDatabase::create("orch_frozen");
+    let reaper = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 120\nlease_ttl_s = 2\nheartbeat_s = 0.2\n";
+    let dep = Deployment::new(db.url(), reaper, "");
+    let pids = dep.path().join("pids");
+    // First run: record pid and hang, ignoring TERM. Later runs: record when they
+    // started (ns since the epoch) and pass.
+    dep.script(
+        "agents/developer.sh",
+        &format!(
+            "if [ -f {p}/agent-a ]; then date +%s%N > {p}/b-start.tmp; mv {p}/b-start.tmp {p}/b-start; {PASS}; exit 0; fi\n\
+             trap '' TERM\necho $$ > {p}/agent-a.tmp; mv {p}/agent-a.tmp {p}/agent-a\nwhile :; do sleep 0.05; done",
+            p = pids.display()
+        ),
+    );
+    let proxy = FreezableProxy::start();
+    let via_proxy = db.url().replace(
+        &orch_test_support::pg_admin_url().split('@').nth(1).unwrap().split('/').next().unwrap().to_owned(),
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    let mut a = dep.serve("node-a", "data-a", &[("ORCH_STORE_URL", &via_proxy)], "serve-a.log");
+    let key = dep.add_item("frozen store");
+    wait_until("node A's agent to run", || pids.join("agent-a").exists());
+    let agent_a = dep.pid_file("agent-a");
+
+    proxy.signal(Signal::SIGSTOP);
+    let frozen_at = Instant::now();
+    let mut b = dep.serve("node-b", "data-b", &[], "serve-b.log");
+    // Watch A's agent closely: the moment it dies is what must come first.
+    let mut a_died_ns = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pids.join("b-start").exists() {
+        assert!(Instant::now() < deadline, "node B never ran the job: {}", dep.log("serve-b.log"));
+        if a_died_ns.is_none() && !alive(agent_a) {
+            a_died_ns = Some(now_ns());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let b_started_ns: u128 = std::fs::read_to_string(pids.join("b-start")).unwrap().trim().parse().unwrap();
+    let a_died_ns = a_died_ns.expect("node A's agent was still alive when node B's started: two agents on one job");
+    assert!(a_died_ns < b_started_ns, "A's agent died {} ms after B's started", (a_died_ns - b_started_ns) / 1_000_000);
+    assert!(frozen_at.elapsed() < Duration::from_secs(30));
+
+    proxy.signal(Signal::SIGCONT);
+    wait_until("the item to finish on node B", || dep.status(&key) == "done");
+    wait_until("node A to record that it was fenced out", || {
+        dep.events(&key).iter().any(|e| e["kind"] == "job.fenced_out" && e["data"]["node"] == "node-a")
+    });
+    let events = dep.events(&key);
+    let fenced = events.iter().find(|e| e["kind"] == "job.fenced_out" && e["data"]["node"] == "node-a").unwrap();
+    let killed_at_ms = fenced["data"]["killed_at"].as_i64().expect("job.fenced_out names when A killed its agent");
+    assert!(u128::from(killed_at_ms as u64) * 1_000_000 <= b_started_ns + 50_000_000, "{fenced}");
+    assert!(terminate(&mut b).success(), "{}", dep.log("serve-b.log"));
+    assert!(terminate(&mut a).success(), "{}", dep.log("serve-a.log"));
+    dep.assert_audit_clean();
+}

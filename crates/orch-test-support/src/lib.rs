@@ -1,0 +1,85 @@
+//! What orch's test suites share: a fresh PostgreSQL database per test on the
+//! server named by `ORCH_TEST_DATABASE_URL`, dropped when the test ends, pass or
+//! fail. One copy, so every suite finds the server the same way and fails the
+//! same loud way when it is missing (a test that needs a service and cannot find
+//! it must fail, never skip).
+
+use std::future::Future;
+
+/// The admin URL of the test server: `ORCH_TEST_DATABASE_URL`, or the local
+/// server `scripts/test` makes sure of.
+pub fn pg_admin_url() -> String {
+    std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[scheme_end..].find('/') {
+        Some(i) => &url[..scheme_end + i],
+        None => url,
+    };
+    format!("{base}/{db}")
+}
+
+/// Runs `f` on a small runtime of its own in a thread of its own, so it works
+/// from sync tests, from inside another runtime, and while a test unwinds.
+fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Option<T> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        Some(rt.block_on(f))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+async fn admin_execute(sql: String) -> Result<(), String> {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .map_err(|e| format!("cannot reach the test PostgreSQL server at {admin}: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A database created for one test and dropped (with its connections) on drop.
+#[derive(Debug)]
+pub struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// Creates `<prefix>_<random>` on the test server.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or refuses: the test must fail loudly.
+    pub fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        let created = block_on(admin_execute(format!("CREATE DATABASE {name}")));
+        match created {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("could not create a test database on {}", pg_admin_url()),
+        }
+        Self { url: with_database(&pg_admin_url(), &name), name }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = block_on(admin_execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)));
+    }
+}
