@@ -379,10 +379,7 @@ fn frozen_store_connection_self_fences_before_another_node_takes_over() {
         ),
     );
     let proxy = FreezableProxy::start();
-    let via_proxy = db.url().replace(
-        &orch_test_support::pg_admin_url().split('@').nth(1).unwrap().split('/').next().unwrap().to_owned(),
-        &format!("127.0.0.1:{}", proxy.port),
-    );
+    let via_proxy = proxy.url_for(db.url());
     let mut a = dep.serve("node-a", "data-a", &[("ORCH_STORE_URL", &via_proxy)], "serve-a.log");
     let key = dep.add_item("frozen store");
     wait_until("node A's agent to run", || pids.join("agent-a").exists());
