@@ -159,8 +159,36 @@ pub fn decide(state: &ItemState, config: &Config, outcome: &Outcome) -> Result<T
         }
         Outcome::Operator(action) => operator(state, config, *action, exit.to)?,
     };
-    debug_assert_eq!(transition.next.version, state.version + 1, "every transition bumps the version once");
+    assert_postconditions(state, config, &transition);
     Ok(transition)
+}
+
+/// What every transition must satisfy, checked on every call (not only in debug
+/// builds): a transition that breaks one would be committed and then replayed by
+/// every reader of the log, so the process stops instead (restart and reconcile
+/// are safe; carrying on is not). The property tests drive the same checks.
+fn assert_postconditions(state: &ItemState, config: &Config, t: &Transition) {
+    let next = &t.next;
+    assert_eq!(next.version, state.version + 1, "decide: every transition bumps the version exactly once");
+    assert!(
+        config.exit(&next.track, &next.stage).is_some(),
+        "decide: next stage {} is not on track {}",
+        next.stage,
+        next.track
+    );
+    match &t.enqueue {
+        Some((stage, attempt)) => {
+            assert_eq!(stage, &next.stage, "decide: the queued job is not at the item's stage");
+            assert_eq!(next.status, ItemStatus::Queued, "decide: a job is queued for an item that is not queued");
+            assert_eq!(next.attempts_at(stage), *attempt, "decide: the queued attempt is not the item's count");
+            assert!(
+                *attempt >= 1 && *attempt <= config.max_attempts(stage),
+                "decide: attempt {attempt} of stage {stage} is outside 1..={}",
+                config.max_attempts(stage)
+            );
+        }
+        None => assert_ne!(next.status, ItemStatus::Queued, "decide: an item is queued with no job to run"),
+    }
 }
 
 fn operator(

@@ -295,22 +295,30 @@ impl Ctx {
 
     /// Starts a task for one job. Policy: a job's failure is the job's state,
     /// recorded in the store, so errors are logged and the node goes on; except an
-    /// integrity breach (a version conflict under a live epoch), which stops the
-    /// node. Drained, not aborted, on shutdown.
+    /// integrity breach (a version conflict under a live epoch) or a panic, which
+    /// stop the node. Drained, not aborted, on shutdown.
     fn spawn_job_task<F>(self: &Arc<Self>, name: &'static str, id: JobId, epoch: i64, fut: F)
     where
         F: std::future::Future<Output = Result<(), Error>> + Send + 'static,
     {
         let guard = OwnedGuard { ctx: Arc::clone(self), id, epoch };
         let ctx = Arc::clone(self);
-        self.tasks.spawn(async move {
+        // The work runs in a task of its own so a panic (a bug, or a broken
+        // assertion in `decide`) is seen here and stops the node, instead of
+        // vanishing with a detached task while the node goes on half alive.
+        let inner = tokio::spawn(async move {
             let _guard = guard;
-            match fut.await {
-                Ok(()) => {}
-                Err(Error::Conflict(item)) => {
+            fut.await
+        });
+        self.tasks.spawn(async move {
+            match inner.await {
+                Ok(Ok(())) => {}
+                Ok(Err(Error::Conflict(item))) => {
                     ctx.die(format!("item {item} changed under a live epoch (store integrity breach)"));
                 }
-                Err(err) => warn!(task = name, job = %id, epoch, error = %err, "task failed"),
+                Ok(Err(err)) => warn!(task = name, job = %id, epoch, error = %err, "task failed"),
+                Err(join) if join.is_panic() => ctx.die(format!("a {name} task for job {id} panicked: {join}")),
+                Err(join) => warn!(task = name, job = %id, epoch, error = %join, "task cancelled"),
             }
         });
     }
@@ -372,5 +380,61 @@ impl Drop for OwnedGuard {
             p.kill_now();
         }
         self.ctx.slot_freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ctx() -> Arc<Ctx> {
+        let text = "[[repos]]\nname = \"shop\"\nkey = \"SHOP\"\npath = \".\"\n\
+                    [agents.analyst]\ncommand = [\"a\"]\n[agents.architect]\ncommand = [\"a\"]\n\
+                    [agents.developer]\ncommand = [\"a\"]\n[agents.tester]\ncommand = [\"a\"]\n[agents.deployer]\ncommand = [\"a\"]\n";
+        let config = orch_core::config::load(std::path::Path::new("orch.toml"), text, &Default::default()).unwrap();
+        let store = orch_store::open("sqlite::memory:").await.unwrap();
+        let opts = NodeOptions::new("node-t", std::env::temp_dir());
+        Arc::new(Ctx::new(store, Arc::new(config), Arc::new(crate::SystemClock), opts, Containment::ProcessGroup))
+    }
+
+    async fn stopped_with(ctx: &Ctx) -> String {
+        tokio::time::timeout(Duration::from_secs(10), ctx.stopping.cancelled())
+            .await
+            .expect("the node was not stopped");
+        ctx.fatal().expect("a reason")
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_panics_stops_the_node_with_its_name() {
+        let ctx = ctx().await;
+        let _ = ctx.spawn_loop("scheduler", async { panic!("boom") });
+        let why = stopped_with(&ctx).await;
+        assert!(why.contains("scheduler loop panicked"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_returns_early_stops_the_node() {
+        let ctx = ctx().await;
+        let _ = ctx.spawn_loop("reaper", async {});
+        assert!(stopped_with(&ctx).await.contains("reaper loop ended while the node was running"));
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_ends_at_shutdown_is_fine() {
+        let ctx = ctx().await;
+        ctx.stopping.cancel();
+        ctx.spawn_loop("heartbeat", async {}).await.unwrap();
+        assert_eq!(ctx.fatal(), None);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_task_or_a_live_epoch_conflict_stops_the_node() {
+        let ctx = ctx().await;
+        ctx.spawn_job_task("job", JobId(1), 1, async { panic!("bug") });
+        assert!(stopped_with(&ctx).await.contains("job task for job 1 panicked"));
+        let ctx2 = super::tests::ctx().await;
+        ctx2.spawn_job_task("finalizer", JobId(2), 1, async { Err(Error::Conflict("SHOP-1".into())) });
+        assert!(stopped_with(&ctx2).await.contains("SHOP-1 changed under a live epoch"));
+        assert_eq!(ctx2.owned.len(), 0, "the guard released the job");
     }
 }
