@@ -33,11 +33,11 @@ use tokio::task::JoinHandle;
 
 use crate::common::{
     self, active_job_from_row, event_columns, event_from_row, item_from_row, item_select, job_columns, job_columns_j,
-    job_from_row,
+    job_from_row, node_columns, node_from_row,
 };
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, Page,
-    QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem,
+    NodeRecord, NodeRegistration, Page, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_status_counts.sql")),
     (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
+    (4, include_str!("../migrations/postgres/0004_nodes.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -473,6 +474,73 @@ impl PgStore {
         }
         let enqueued: Option<i64> = row.try_get("enqueued")?;
         Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
+    }
+
+    /// One attempt at `register_node`. The id's row is locked (`FOR UPDATE`) before
+    /// it is judged, so a concurrent registration waits and then sees the winner's
+    /// row. With no row yet, racing inserts meet on the primary key: the loser's
+    /// `ON CONFLICT DO NOTHING` waits for the winner to commit and inserts nothing,
+    /// and its next look finds the winner's row (READ COMMITTED takes a new
+    /// snapshot per statement; rows are never deleted), so two looks suffice.
+    async fn register_node_once(
+        &self,
+        reg: &NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> TxResult<Option<NodeRecord>> {
+        const LOOKS: usize = 2;
+        let mut tx = self.begin().await?;
+        for _ in 0..LOOKS {
+            let previous = sqlx::query(concat!("SELECT ", node_columns!(), " FROM nodes WHERE id = $1 FOR UPDATE"))
+                .bind(&reg.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .as_ref()
+                .map(node_from_row)
+                .transpose()?;
+            let Some(previous) = previous else {
+                let inserted = sqlx::query(
+                    "INSERT INTO nodes (id, incarnation, host, pid, data_dir, started_at, last_seen, stopped_at, \
+                     clock_offset_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, NULL, 0) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&reg.id)
+                .bind(&reg.incarnation)
+                .bind(&reg.host)
+                .bind(i64::from(reg.pid))
+                .bind(&reg.data_dir)
+                .bind(now.as_millis())
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+                continue;
+            };
+            if common::node_is_live(&previous, now, live_for) {
+                tx.rollback().await?;
+                return Err(common::node_id_in_use(&previous).into());
+            }
+            sqlx::query(
+                "UPDATE nodes SET incarnation = $2, host = $3, pid = $4, data_dir = $5, started_at = $6, \
+                 last_seen = $6, stopped_at = NULL, clock_offset_ms = 0 WHERE id = $1",
+            )
+            .bind(&reg.id)
+            .bind(&reg.incarnation)
+            .bind(&reg.host)
+            .bind(i64::from(reg.pid))
+            .bind(&reg.data_dir)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(previous));
+        }
+        Err(Error::Database(format!(
+            "registering node {}: the id's row was neither insertable nor readable after {LOOKS} looks",
+            reg.id
+        ))
+        .into())
     }
 
     async fn commit_once(&self, commit: &TransitionCommit, attempts: &str, now: Timestamp) -> TxResult<CommitOutcome> {
@@ -1100,6 +1168,58 @@ impl Store for PgStore {
             jobs_by_status: common::counts_with_zeroes(JobStatus::ALL.iter().map(|s| s.as_str()), jobs),
             active_jobs: active.iter().map(active_job_from_row).collect::<Result<_>>()?,
         })
+    }
+
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> Result<Option<NodeRecord>> {
+        with_retry!(self, "register_node", self.register_node_once(&reg, now, live_for).await)
+    }
+
+    async fn touch_node(&self, id: &str, incarnation: &str, now: Timestamp, clock_offset_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE nodes SET last_seen = $3, clock_offset_ms = $4 \
+             WHERE id = $1 AND incarnation = $2 AND stopped_at IS NULL",
+        )
+        .bind(id)
+        .bind(incarnation)
+        .bind(now.as_millis())
+        .bind(clock_offset_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn deregister_node(&self, id: &str, incarnation: &str, now: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE nodes SET stopped_at = $3 WHERE id = $1 AND incarnation = $2 AND stopped_at IS NULL")
+            .bind(id)
+            .bind(incarnation)
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn store_time(&self) -> Result<Option<Timestamp>> {
+        // clock_timestamp(), not now(): now() is the start of the transaction.
+        let ms: i64 = sqlx::query_scalar("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Some(Timestamp::from_millis(ms)))
     }
 }
 

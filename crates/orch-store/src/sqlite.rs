@@ -42,10 +42,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params}
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::common::{self, event_columns, job_columns};
+use crate::common::{self, event_columns, job_columns, node_columns};
 use crate::{
     ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
-    NewItem, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    NewItem, NodeRecord, NodeRegistration, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
+    TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -64,6 +65,8 @@ const STATEMENT_CACHE: usize = 128;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_status_counts.sql")),
+    (3, include_str!("../migrations/sqlite/0003_commit_guard.sql")),
+    (4, include_str!("../migrations/sqlite/0004_nodes.sql")),
 ];
 
 /// The highest schema version this binary knows.
@@ -580,6 +583,23 @@ fn event_from_row(r: &Row<'_>) -> Result<Event> {
     })
 }
 
+/// Decodes one node row (selected with `node_columns!`).
+fn node_from_row(r: &Row<'_>) -> Result<NodeRecord> {
+    const T: &str = "nodes";
+    let pid: i64 = col(r, T, "pid")?;
+    Ok(NodeRecord {
+        id: col(r, T, "id")?,
+        incarnation: col(r, T, "incarnation")?,
+        host: col(r, T, "host")?,
+        pid: i32::try_from(pid).map_err(|_| corrupt(T, format!("column pid: {pid} out of range")))?,
+        data_dir: col(r, T, "data_dir")?,
+        started_at: Timestamp::from_millis(col(r, T, "started_at")?),
+        last_seen: Timestamp::from_millis(col(r, T, "last_seen")?),
+        stopped_at: ts(col(r, T, "stopped_at")?),
+        clock_offset_ms: col(r, T, "clock_offset_ms")?,
+    })
+}
+
 fn active_job_from_row(r: &Row<'_>) -> Result<ActiveJob> {
     const T: &str = "jobs";
     Ok(ActiveJob {
@@ -1020,6 +1040,28 @@ impl W<'_> {
         Ok(CommitOutcome::Applied { enqueued })
     }
 
+    /// Reads and replaces the id's row in one write transaction: the single writer,
+    /// and `BEGIN IMMEDIATE` across processes, make the check and the upsert atomic.
+    fn register_node(&self, reg: &NodeRegistration, now: Timestamp, live_for: Duration) -> Result<Option<NodeRecord>> {
+        let previous = self
+            .rows(concat!("SELECT ", node_columns!(), " FROM nodes WHERE id = ?1"), params![reg.id], node_from_row)?
+            .pop();
+        if let Some(row) = &previous
+            && common::node_is_live(row, now, live_for)
+        {
+            return Err(common::node_id_in_use(row));
+        }
+        self.execute(
+            "INSERT INTO nodes (id, incarnation, host, pid, data_dir, started_at, last_seen, stopped_at, \
+             clock_offset_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, NULL, 0) \
+             ON CONFLICT (id) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host, \
+             pid = excluded.pid, data_dir = excluded.data_dir, started_at = excluded.started_at, \
+             last_seen = excluded.last_seen, stopped_at = NULL, clock_offset_ms = 0",
+            params![reg.id, reg.incarnation, reg.host, reg.pid, reg.data_dir, now.as_millis()],
+        )?;
+        Ok(previous)
+    }
+
     fn queue_stats(&self) -> Result<QueueStats> {
         let pair = |r: &Row<'_>| -> Result<(String, i64)> { Ok((col(r, "counts", "k")?, col(r, "counts", "n")?)) };
         let items = self.rows(OPEN_AND_DONE_ITEMS, [], pair)?;
@@ -1314,6 +1356,50 @@ impl Store for SqliteStore {
             stats
         })
         .await
+    }
+
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> Result<Option<NodeRecord>> {
+        self.write(Result::is_ok, move |w| w.register_node(&reg, now, live_for)).await
+    }
+
+    async fn touch_node(&self, id: &str, incarnation: &str, now: Timestamp, clock_offset_ms: i64) -> Result<bool> {
+        let (id, incarnation) = (id.to_owned(), incarnation.to_owned());
+        self.write(Result::is_ok, move |w| {
+            let n = w.execute(
+                "UPDATE nodes SET last_seen = ?3, clock_offset_ms = ?4 \
+                 WHERE id = ?1 AND incarnation = ?2 AND stopped_at IS NULL",
+                params![id, incarnation, now.as_millis(), clock_offset_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn deregister_node(&self, id: &str, incarnation: &str, now: Timestamp) -> Result<()> {
+        let (id, incarnation) = (id.to_owned(), incarnation.to_owned());
+        self.write(Result::is_ok, move |w| {
+            w.execute(
+                "UPDATE nodes SET stopped_at = ?3 WHERE id = ?1 AND incarnation = ?2 AND stopped_at IS NULL",
+                params![id, incarnation, now.as_millis()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.read(|w| w.rows(concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"), [], node_from_row)).await
+    }
+
+    async fn store_time(&self) -> Result<Option<Timestamp>> {
+        // SQLite's clock is this process's own clock: measuring an offset to it
+        // would always give zero, so there is nothing to report.
+        Ok(None)
     }
 }
 
