@@ -12,6 +12,7 @@
 //! - Events are append-only: no operation updates or deletes one.
 
 mod common;
+mod deadline;
 mod postgres;
 mod sqlite;
 mod types;
