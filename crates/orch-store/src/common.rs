@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::types::Json;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{ActiveJob, Error, Event, Item, Job, JobId, PullRequest, Result};
+use crate::{ActiveJob, Error, Event, Item, Job, JobId, NodeRecord, PullRequest, Result};
 
 /// The columns `job_from_row` reads, in one place so every job query selects the same.
 macro_rules! job_columns {
@@ -50,6 +50,14 @@ macro_rules! event_columns {
     };
 }
 pub(crate) use event_columns;
+
+/// The node columns `node_from_row` reads.
+macro_rules! node_columns {
+    () => {
+        "id, incarnation, host, pid, data_dir, started_at, last_seen, stopped_at, clock_offset_ms"
+    };
+}
+pub(crate) use node_columns;
 
 /// A redacted URL (password removed) for error messages and logs.
 pub(crate) fn redact(url: &str) -> String {
@@ -329,6 +337,48 @@ where
         started_at: ts(get(row, T, "started_at")?),
         lease_expires_at: ts(get(row, T, "lease_expires_at")?),
     })
+}
+
+/// Decodes one node row (selected with `node_columns!`).
+pub(crate) fn node_from_row<R>(row: &R) -> Result<NodeRecord>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+{
+    const T: &str = "nodes";
+    let pid: i64 = get(row, T, "pid")?;
+    Ok(NodeRecord {
+        id: get(row, T, "id")?,
+        incarnation: get(row, T, "incarnation")?,
+        host: get(row, T, "host")?,
+        pid: i32::try_from(pid).map_err(|_| corrupt(T, format!("column pid: {pid} out of range")))?,
+        data_dir: get(row, T, "data_dir")?,
+        started_at: Timestamp::from_millis(get(row, T, "started_at")?),
+        last_seen: Timestamp::from_millis(get(row, T, "last_seen")?),
+        stopped_at: ts(get(row, T, "stopped_at")?),
+        clock_offset_ms: get(row, T, "clock_offset_ms")?,
+    })
+}
+
+/// Whether the node in `row` still holds its id at `now`: it has not stopped and
+/// was heard from less than `live_for` ago. The one copy of the liveness rule.
+pub(crate) fn node_is_live(row: &NodeRecord, now: Timestamp, live_for: std::time::Duration) -> bool {
+    row.stopped_at.is_none() && row.last_seen.add(live_for) > now
+}
+
+/// The refusal of a registration under the id of the live node in `row`.
+pub(crate) fn node_id_in_use(row: &NodeRecord) -> Error {
+    Error::NodeIdInUse {
+        id: row.id.clone(),
+        host: row.host.clone(),
+        pid: row.pid,
+        incarnation: row.incarnation.clone(),
+        last_seen: row.last_seen,
+    }
 }
 
 /// Turns `(status, count)` rows into a map holding every status, zero included.

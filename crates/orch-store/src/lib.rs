@@ -7,10 +7,12 @@
 //!   epoch changes nothing and is reported as fenced out (never silently applied).
 //! - A transition is one transaction that checks the item's `version` and the job's
 //!   `epoch`, updates both, appends the events and enqueues the next job.
-//! - The store never reads the clock: callers pass `now`, so tests control time.
+//! - The store never reads the clock to decide anything: callers pass `now`, so
+//!   tests control time. `store_time` only reports the database's clock to nodes.
 //! - Events are append-only: no operation updates or deletes one.
 
 mod common;
+mod deadline;
 mod postgres;
 mod sqlite;
 mod types;
@@ -51,6 +53,13 @@ pub enum Error {
     /// A stored row could not be decoded (corruption or a schema bug).
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    /// `register_node` found the id held by a node that is still live (not stopped
+    /// and heard from within `live_for`): two live nodes must never share an id.
+    #[error(
+        "node id {id} is in use by a live node (host {host}, pid {pid}, incarnation {incarnation}, last seen at \
+         {last_seen}): two live nodes must never share an id; choose another node id or stop that node"
+    )]
+    NodeIdInUse { id: String, host: String, pid: i32, incarnation: String, last_seen: Timestamp },
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
@@ -196,6 +205,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// The counts `GET /queue` and `orch queue` show.
     async fn queue_stats(&self) -> Result<QueueStats>;
+
+    // --- nodes (DESIGN §5) ------------------------------------------------------
+
+    /// Registers `reg` as the holder of node id `reg.id`, atomically.
+    ///
+    /// The id is taken when it has no row, or its row is stopped
+    /// (`deregister_node`), or it was last seen `live_for` or longer before `now`
+    /// (live while `last_seen + live_for > now`). The row then holds the new
+    /// incarnation with `started_at = last_seen = now`, no `stopped_at`, and
+    /// `clock_offset_ms = 0` (the offset belonged to the old process). Returns the
+    /// row it replaced — a stopped or dead incarnation whose work the caller may
+    /// reconcile — or `None` for a new id. Of several registrations of one id at
+    /// once, exactly one succeeds.
+    ///
+    /// # Errors
+    /// `Error::NodeIdInUse`, naming the live node, if the id is held by a live
+    /// node; nothing is written then.
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> Result<Option<NodeRecord>>;
+
+    /// A heartbeat: sets `last_seen = now` and the node's measured
+    /// `clock_offset_ms`, only where the row's id and incarnation match and it is
+    /// not stopped. `false` means no row matched: another incarnation has taken
+    /// the id over (or this one was deregistered), and the caller must stop.
+    async fn touch_node(&self, id: &str, incarnation: &str, now: Timestamp, clock_offset_ms: i64) -> Result<bool>;
+
+    /// A clean shutdown: stamps `stopped_at = now` on the row of this id and
+    /// incarnation, so a restart under the id need not wait `live_for`. Does
+    /// nothing if another incarnation holds the id (it must not be stopped) or
+    /// the row is already stopped.
+    async fn deregister_node(&self, id: &str, incarnation: &str, now: Timestamp) -> Result<()>;
+
+    /// Every registered node, live or not, ordered by id.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// The store's own clock, in milliseconds since the Unix epoch, so a node can
+    /// measure its offset to it and judge leases in one clock (DESIGN §5).
+    /// PostgreSQL answers `clock_timestamp()`; SQLite answers `None`, having no
+    /// clock apart from the process's own.
+    async fn store_time(&self) -> Result<Option<Timestamp>>;
 }
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), applying

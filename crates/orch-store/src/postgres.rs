@@ -17,6 +17,14 @@
 //!   single-connection commit rate. Notifications are hints; nodes poll as well.
 //! - Durability is the server's (`synchronous_commit=on` by default): a commit has
 //!   returned only once its WAL record is flushed.
+//! - No call waits for ever, even when the network to the server freezes: every
+//!   statement is bounded by the server (`statement_timeout`), getting a connection
+//!   by the pool (`acquire_timeout`), and every store call as a whole by this
+//!   process (`deadline.rs`, since a frozen network never delivers the server's
+//!   timeout error). A session that stalls inside a transaction is ended by the
+//!   server (`idle_in_transaction_session_timeout`), releasing its row locks for
+//!   the other nodes. sqlx 0.9 has no TCP keepalive option (its connect URL
+//!   ignores libpq's `keepalives*` parameters), so none is set.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -33,11 +41,12 @@ use tokio::task::JoinHandle;
 
 use crate::common::{
     self, active_job_from_row, event_columns, event_from_row, item_from_row, item_select, job_columns, job_columns_j,
-    job_from_row,
+    job_from_row, node_columns, node_from_row,
 };
+use crate::deadline::Deadline;
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, Page,
-    QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem,
+    NodeRecord, NodeRegistration, Page, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -45,15 +54,39 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_status_counts.sql")),
     (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
+    (4, include_str!("../migrations/postgres/0004_nodes.sql")),
 ];
 
 /// The channel every enqueue notifies.
 const CHANNEL: &str = "orch_jobs";
 /// Connections per node: enough for the scheduler, finalizers, reaper and API.
 const POOL_CONNECTIONS: u32 = 16;
-/// How long a caller waits for a connection (or the first connect) before the store
-/// is reported unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a connection (or the first connect, including the
+/// pool's liveness ping of an idle one) before the store is reported unavailable.
+/// Connecting to a healthy server takes milliseconds; a few seconds means the
+/// server or the network is in trouble, and the caller should hear so while its
+/// lease can still be saved.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server cancels any statement running longer. orch's statements are index
+/// lookups and single-row updates that take milliseconds, so 5 s is a thousand
+/// times the norm: only a stalled server, a row lock held by a stuck peer, or a
+/// runaway query reaches it, and the caller gets an error instead of holding up a
+/// scheduler, heartbeat or reaper tick (leases are tens of seconds).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server ends a session that sits inside a transaction this long without
+/// sending anything. orch's transactions never pause between statements, so only
+/// a node that froze or lost its network mid-transaction hits it; its row locks
+/// (a job's `FOR UPDATE`, a node row) are then released for the other nodes
+/// instead of being held until the server notices the dead peer (hours by TCP).
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest any one store call may take, enforced in this process (see
+/// `deadline.rs`): above `ACQUIRE_TIMEOUT + STATEMENT_TIMEOUT`, so a server that
+/// can still answer reports its own, more precise error first.
+const CALL_TIMEOUT: Duration = Duration::from_secs(12);
+/// Migrations may rebuild indexes over a long history, and a node waits here for
+/// another node's migration (the advisory lock): bounded, but far above
+/// `STATEMENT_TIMEOUT`.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Attempts for a transaction that hit a deadlock or serialization failure.
 const TX_ATTEMPTS: u32 = 5;
 /// Longest pause between retries of a failed LISTEN connection.
@@ -107,21 +140,28 @@ impl Drop for PgStore {
 }
 
 impl PgStore {
-    /// Connects, applies migrations and starts the LISTEN/NOTIFY tasks.
+    /// Connects, applies migrations and starts the LISTEN/NOTIFY tasks. Every call
+    /// on the store returned is bounded by `CALL_TIMEOUT`.
     pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>> {
         let shown = common::redact(url);
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Unavailable { url: shown.clone(), reason: format!("bad URL: {e}") })?;
+        let opts = connect_options(url, &shown)?;
         // One direct attempt first: a refused or unauthenticated connection fails
         // `open` at once, where the pool would keep retrying for ACQUIRE_TIMEOUT.
-        PgConnection::connect_with(&opts).await.map_err(|e| common::map_err(&shown, e))?.close().await.ok();
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts.clone())
-            .await
-            .map_err(|e| common::map_err(&shown, e))?;
-        migrate(&pool, &shown).await?;
+        // Bounded too: a frozen network would otherwise hold the handshake for ever.
+        let first = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&opts)).await.map_err(|_| {
+            Error::Unavailable {
+                url: shown.clone(),
+                reason: format!("no answer to connecting within {ACQUIRE_TIMEOUT:?}"),
+            }
+        })?;
+        first.map_err(|e| common::map_err(&shown, e))?.close().await.ok();
+        let pool = pool_options().connect_with(opts.clone()).await.map_err(|e| common::map_err(&shown, e))?;
+        tokio::time::timeout(MIGRATION_TIMEOUT + ACQUIRE_TIMEOUT, migrate(&pool, &shown)).await.map_err(|_| {
+            Error::Unavailable {
+                url: shown.clone(),
+                reason: format!("migrating got no answer from the database within {MIGRATION_TIMEOUT:?}"),
+            }
+        })??;
         // Helper connections: one held by LISTEN, one for coalesced NOTIFYs that
         // need not wait for a WAL flush (a lost hint costs one poll interval).
         let aux = PgPoolOptions::new()
@@ -134,7 +174,8 @@ impl PgStore {
             tokio::spawn(listen_task(aux.clone(), signal.clone(), shown.clone())),
             tokio::spawn(notify_task(aux, rx, shown.clone())),
         ];
-        Ok(Arc::new(Self { url: shown, pool, signal, notify, tasks }))
+        let store = Self { url: shown.clone(), pool, signal, notify, tasks };
+        Ok(Arc::new(Deadline::new(store, shown, CALL_TIMEOUT)))
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
@@ -475,6 +516,73 @@ impl PgStore {
         Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
     }
 
+    /// One attempt at `register_node`. The id's row is locked (`FOR UPDATE`) before
+    /// it is judged, so a concurrent registration waits and then sees the winner's
+    /// row. With no row yet, racing inserts meet on the primary key: the loser's
+    /// `ON CONFLICT DO NOTHING` waits for the winner to commit and inserts nothing,
+    /// and its next look finds the winner's row (READ COMMITTED takes a new
+    /// snapshot per statement; rows are never deleted), so two looks suffice.
+    async fn register_node_once(
+        &self,
+        reg: &NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> TxResult<Option<NodeRecord>> {
+        const LOOKS: usize = 2;
+        let mut tx = self.begin().await?;
+        for _ in 0..LOOKS {
+            let previous = sqlx::query(concat!("SELECT ", node_columns!(), " FROM nodes WHERE id = $1 FOR UPDATE"))
+                .bind(&reg.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .as_ref()
+                .map(node_from_row)
+                .transpose()?;
+            let Some(previous) = previous else {
+                let inserted = sqlx::query(
+                    "INSERT INTO nodes (id, incarnation, host, pid, data_dir, started_at, last_seen, stopped_at, \
+                     clock_offset_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, NULL, 0) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&reg.id)
+                .bind(&reg.incarnation)
+                .bind(&reg.host)
+                .bind(i64::from(reg.pid))
+                .bind(&reg.data_dir)
+                .bind(now.as_millis())
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+                continue;
+            };
+            if common::node_is_live(&previous, now, live_for) {
+                tx.rollback().await?;
+                return Err(common::node_id_in_use(&previous).into());
+            }
+            sqlx::query(
+                "UPDATE nodes SET incarnation = $2, host = $3, pid = $4, data_dir = $5, started_at = $6, \
+                 last_seen = $6, stopped_at = NULL, clock_offset_ms = 0 WHERE id = $1",
+            )
+            .bind(&reg.id)
+            .bind(&reg.incarnation)
+            .bind(&reg.host)
+            .bind(i64::from(reg.pid))
+            .bind(&reg.data_dir)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(previous));
+        }
+        Err(Error::Database(format!(
+            "registering node {}: the id's row was neither insertable nor readable after {LOOKS} looks",
+            reg.id
+        ))
+        .into())
+    }
+
     async fn commit_once(&self, commit: &TransitionCommit, attempts: &str, now: Timestamp) -> TxResult<CommitOutcome> {
         if !commit.cancel_active_jobs {
             return self.commit_one_statement(commit, attempts, now).await;
@@ -599,6 +707,28 @@ impl PgStore {
     }
 }
 
+/// The URL's connect options with the server-side bounds every session of the
+/// store runs under. They come after the URL's own `options`, so a URL cannot
+/// loosen them.
+fn connect_options(url: &str, shown: &str) -> Result<PgConnectOptions> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Unavailable { url: shown.to_owned(), reason: format!("bad URL: {e}") })?;
+    Ok(opts.options([
+        ("statement_timeout", pg_millis(STATEMENT_TIMEOUT)),
+        ("idle_in_transaction_session_timeout", pg_millis(IDLE_IN_TRANSACTION_TIMEOUT)),
+    ]))
+}
+
+/// The main pool's settings.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(POOL_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// A duration as a PostgreSQL setting value in milliseconds (`"5000ms"`).
+fn pg_millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
 /// Applies every embedded migration newer than the database's, in one transaction
 /// under an advisory lock, so nodes starting together do not race.
 async fn migrate(pool: &PgPool, url: &str) -> Result<()> {
@@ -607,6 +737,12 @@ async fn migrate(pool: &PgPool, url: &str) -> Result<()> {
         other => Error::Migration { url: url.to_owned(), reason: other.to_string() },
     };
     let mut tx = pool.begin().await.map_err(migration_err)?;
+    // Waiting for another node's migration, or rebuilding an index, may outlast
+    // STATEMENT_TIMEOUT; this transaction alone gets the migration bound.
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = '{}'", pg_millis(MIGRATION_TIMEOUT))))
+        .execute(&mut *tx)
+        .await
+        .map_err(migration_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
@@ -680,12 +816,22 @@ async fn listen_task(pool: PgPool, signal: Arc<Notify>, url: String) {
 }
 
 /// Sends one `NOTIFY orch_jobs` per burst of pokes. Policy: runs until the store is
-/// dropped (aborted then) or every sender is gone; a failed NOTIFY is logged and
-/// dropped (other nodes poll).
+/// dropped (aborted then) or every sender is gone; a failed or unanswered NOTIFY
+/// (bounded by `CALL_TIMEOUT`, so a frozen network cannot stop the task for good)
+/// is logged and dropped (other nodes poll).
 async fn notify_task(pool: PgPool, mut rx: mpsc::Receiver<()>, url: String) {
     while rx.recv().await.is_some() {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
-            tracing::warn!(store = %url, error = %e, "NOTIFY failed; other nodes will find the job by polling");
+        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool);
+        match tokio::time::timeout(CALL_TIMEOUT, sent).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(store = %url, error = %e, "NOTIFY failed; other nodes will find the job by polling");
+            }
+            Err(_) => tracing::warn!(
+                store = %url,
+                timeout = ?CALL_TIMEOUT,
+                "NOTIFY got no answer; other nodes will find the job by polling"
+            ),
         }
     }
 }
@@ -1101,6 +1247,58 @@ impl Store for PgStore {
             active_jobs: active.iter().map(active_job_from_row).collect::<Result<_>>()?,
         })
     }
+
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> Result<Option<NodeRecord>> {
+        with_retry!(self, "register_node", self.register_node_once(&reg, now, live_for).await)
+    }
+
+    async fn touch_node(&self, id: &str, incarnation: &str, now: Timestamp, clock_offset_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE nodes SET last_seen = $3, clock_offset_ms = $4 \
+             WHERE id = $1 AND incarnation = $2 AND stopped_at IS NULL",
+        )
+        .bind(id)
+        .bind(incarnation)
+        .bind(now.as_millis())
+        .bind(clock_offset_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn deregister_node(&self, id: &str, incarnation: &str, now: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE nodes SET stopped_at = $3 WHERE id = $1 AND incarnation = $2 AND stopped_at IS NULL")
+            .bind(id)
+            .bind(incarnation)
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn store_time(&self) -> Result<Option<Timestamp>> {
+        // clock_timestamp(), not now(): now() is the start of the transaction.
+        let ms: i64 = sqlx::query_scalar("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Some(Timestamp::from_millis(ms)))
+    }
 }
 
 #[cfg(test)]
@@ -1113,5 +1311,41 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
         let files = std::fs::read_dir(dir).unwrap().count();
         assert_eq!(files, MIGRATIONS.len(), "add new migration files to MIGRATIONS");
+    }
+
+    /// The bounds only help if they are ordered: the server's errors (acquire,
+    /// statement) come before this process gives up on a call.
+    #[test]
+    fn timeouts_are_bounded_and_ordered() {
+        assert!(ACQUIRE_TIMEOUT <= Duration::from_secs(10), "{ACQUIRE_TIMEOUT:?}");
+        assert!(CALL_TIMEOUT > ACQUIRE_TIMEOUT + STATEMENT_TIMEOUT, "{CALL_TIMEOUT:?}");
+        assert!(IDLE_IN_TRANSACTION_TIMEOUT > STATEMENT_TIMEOUT);
+        assert_eq!(pool_options().get_acquire_timeout(), ACQUIRE_TIMEOUT);
+    }
+
+    /// Every pooled session runs under the server-side bounds, even when the URL
+    /// asks for none (`options=-c statement_timeout=0`). Uses the test server's
+    /// admin database as it is: nothing is written.
+    #[tokio::test]
+    async fn pooled_sessions_carry_the_server_side_timeouts() {
+        let admin = std::env::var("ORCH_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        for url in [admin.clone(), format!("{admin}{sep}options=-c%20statement_timeout%3D0")] {
+            let opts = connect_options(&url, &common::redact(&url)).unwrap();
+            let pool = pool_options().max_connections(2).connect_with(opts).await.unwrap_or_else(|e| {
+                panic!("cannot reach the test PostgreSQL server at {url}: {e} (these tests are never skipped)")
+            });
+            let show = |name: &'static str| {
+                let pool = pool.clone();
+                async move {
+                    let q = sqlx::AssertSqlSafe(format!("SHOW {name}"));
+                    sqlx::query_scalar::<_, String>(q).fetch_one(&pool).await.unwrap()
+                }
+            };
+            assert_eq!(show("statement_timeout").await, "5s", "{url}");
+            assert_eq!(show("idle_in_transaction_session_timeout").await, "30s", "{url}");
+            pool.close().await;
+        }
     }
 }

@@ -14,7 +14,9 @@
 //!   in one `BEGIN IMMEDIATE` transaction, each inside its own savepoint (a write
 //!   that fails or is fenced out rolls back alone), commits once, and only then
 //!   answers each caller: durability per write is unchanged while N concurrent
-//!   writes cost one fsync. `BEGIN IMMEDIATE` takes the file's write lock up front,
+//!   writes cost one fsync. A failure SQLite answers by rolling the whole
+//!   transaction back (disk full, I/O error, out of memory) fails the whole batch,
+//!   and the writes behind it never run (`run_batch` says why). `BEGIN IMMEDIATE` takes the file's write lock up front,
 //!   so two processes queue on SQLite's lock (bounded by `busy_timeout`) instead of
 //!   deadlocking on a read-to-write upgrade.
 //! - **Reader threads** with their own connections serve reads, never blocking the
@@ -40,10 +42,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params}
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::common::{self, event_columns, job_columns};
+use crate::common::{self, event_columns, job_columns, node_columns};
 use crate::{
     ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
-    NewItem, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    NewItem, NodeRecord, NodeRegistration, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
+    TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -62,6 +65,8 @@ const STATEMENT_CACHE: usize = 128;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_status_counts.sql")),
+    (3, include_str!("../migrations/sqlite/0003_commit_guard.sql")),
+    (4, include_str!("../migrations/sqlite/0004_nodes.sql")),
 ];
 
 /// The highest schema version this binary knows.
@@ -72,8 +77,18 @@ fn known_version() -> i64 {
 /// Called with the batch's commit error (if any) once the batch has ended.
 type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
 /// One queued write: run inside the batch (or told why the batch could not start);
-/// returns whether to keep its changes, and how to answer its caller after commit.
-type WriteOp = Box<dyn FnOnce(std::result::Result<&Connection, Error>) -> (bool, Finish) + Send>;
+/// says whether to keep its changes, and how to answer its caller after commit.
+type WriteOp = Box<dyn FnOnce(std::result::Result<&Connection, Error>) -> Ran + Send>;
+
+/// What running one queued write left for the batch to decide.
+struct Ran {
+    /// Whether its changes stay (else it is rolled back to its savepoint).
+    kept: bool,
+    /// Its own failure, if it failed: what every write of the batch is told when
+    /// that failure made SQLite roll the whole transaction back.
+    error: Option<Error>,
+    finish: Finish,
+}
 /// One queued read, answering its caller itself.
 type ReadOp = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -293,26 +308,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(W<'_>) -> Result<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T>>();
-        let url = self.url.clone();
-        let op: WriteOp = Box::new(move |conn| {
-            let result = match conn {
-                Ok(conn) => body(W { conn, url: &url }),
-                Err(e) => Err(e),
-            };
-            let kept = keep(&result);
-            let finish: Finish = Box::new(move |commit_err| {
-                // When the batch fails, every write in it gets the error, kept or not:
-                // a write that was refused (fenced, conflict) may have been judged
-                // against a batch-mate's changes that were never committed.
-                let answer = match commit_err {
-                    Some(e) => Err(e.clone()),
-                    None => result,
-                };
-                let _ = reply.send(answer);
-            });
-            (kept, finish)
-        });
+        let (op, answer) = write_op(self.url.clone(), keep, body);
         self.writer.send(op).await.map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?
     }
@@ -332,6 +328,36 @@ impl SqliteStore {
         readers.send(op).await.map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?
     }
+}
+
+/// Wraps `body` as a queued write for `run_batch`, and returns the receiver its
+/// caller's answer arrives on once the batch has ended.
+fn write_op<T, F>(url: Arc<str>, keep: fn(&Result<T>) -> bool, body: F) -> (WriteOp, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(W<'_>) -> Result<T> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel::<Result<T>>();
+    let op: WriteOp = Box::new(move |conn| {
+        let result = match conn {
+            Ok(conn) => body(W { conn, url: &url }),
+            Err(e) => Err(e),
+        };
+        let kept = keep(&result);
+        let error = result.as_ref().err().cloned();
+        let finish: Finish = Box::new(move |commit_err| {
+            // When the batch fails, every write in it gets the error, kept or not:
+            // a write that was refused (fenced, conflict) may have been judged
+            // against a batch-mate's changes that were never committed.
+            let answer = match commit_err {
+                Some(e) => Err(e.clone()),
+                None => result,
+            };
+            let _ = reply.send(answer);
+        });
+        Ran { kept, error, finish }
+    });
+    (op, answer)
 }
 
 fn spawn_thread<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<()> {
@@ -380,53 +406,64 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Runs `ops` in one `BEGIN IMMEDIATE` transaction, each in a savepoint unless it
 /// is alone, commits once, then answers every caller.
+///
+/// Once the batch cannot commit (it is poisoned), the writes still queued in it
+/// are failed without running. That matters most when a write hits SQLITE_FULL,
+/// SQLITE_IOERR or SQLITE_NOMEM: SQLite may then roll the whole transaction back
+/// by itself, and a later write's `SAVEPOINT` would open a transaction of its own
+/// that its `RELEASE` commits — a durable write reported as failed. So after
+/// every write the connection is asked whether it is still inside the batch's
+/// transaction (`is_autocommit`); if not, the failed write's error goes to every
+/// write of the batch: the earlier ones were rolled back with it.
 fn run_batch(conn: &Connection, url: &str, ops: Vec<WriteOp>) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let e = map_err(url, e);
         for op in ops {
-            let (_, finish) = op(Err(e.clone()));
-            finish(None);
+            (op(Err(e.clone())).finish)(None);
         }
         return;
     }
     let alone = ops.len() == 1;
     let mut finishes = Vec::with_capacity(ops.len());
     let mut any_kept = false;
-    // A savepoint that cannot be rolled back leaves a failed write's partial
-    // changes in the transaction: then nothing of the batch may commit.
+    // Why nothing of the batch may commit: a savepoint that could not be rolled
+    // back (a failed write's partial changes would stay), or a transaction SQLite
+    // rolled back itself.
     let mut poisoned: Option<Error> = None;
     for op in ops {
-        if alone {
-            let (kept, finish) = op(Ok(conn));
-            any_kept |= kept;
-            finishes.push(finish);
+        if let Some(e) = &poisoned {
+            (op(Err(e.clone())).finish)(None);
             continue;
         }
-        if let Err(e) = exec(conn, "SAVEPOINT op") {
+        if !alone && let Err(e) = exec(conn, "SAVEPOINT op") {
             let e = map_err(url, e);
-            let (_, finish) = op(Err(e.clone()));
-            finish(None);
-            poisoned.get_or_insert(e);
+            (op(Err(e.clone())).finish)(None);
+            poisoned = Some(e);
             continue;
         }
-        let (kept, finish) = op(Ok(conn));
-        let ended = if kept { Ok(()) } else { exec(conn, "ROLLBACK TO op") }.and_then(|()| exec(conn, "RELEASE op"));
-        if let Err(e) = ended {
-            poisoned.get_or_insert(map_err(url, e));
+        let Ran { kept, error, finish } = op(Ok(conn));
+        finishes.push(finish);
+        if conn.is_autocommit() {
+            poisoned = Some(error.unwrap_or_else(|| rolled_back_without_error(url)));
+            continue;
         }
         any_kept |= kept;
-        finishes.push(finish);
+        if alone {
+            continue;
+        }
+        let ended = if kept { Ok(()) } else { exec(conn, "ROLLBACK TO op") }.and_then(|()| exec(conn, "RELEASE op"));
+        if let Err(e) = ended {
+            poisoned = Some(map_err(url, e));
+        }
     }
     let outcome = match poisoned {
-        Some(e) => {
-            let _ = exec(conn, "ROLLBACK");
-            Err(e)
-        }
+        Some(e) => Err(e),
         None if any_kept => exec(conn, "COMMIT").map_err(|e| map_err(url, e)),
         None => exec(conn, "ROLLBACK").map_err(|e| map_err(url, e)),
     };
     if let Err(e) = &outcome {
-        // A failed COMMIT leaves the transaction open; end it so the next batch starts clean.
+        // A poisoned batch, or a failed COMMIT, may leave the transaction open; end it
+        // so the next batch starts clean (SQLite may have ended it already).
         if !conn.is_autocommit() {
             let _ = exec(conn, "ROLLBACK");
         }
@@ -435,6 +472,12 @@ fn run_batch(conn: &Connection, url: &str, ops: Vec<WriteOp>) {
     for finish in finishes {
         finish(outcome.as_ref().err());
     }
+}
+
+/// The error for a write that returned success although SQLite had rolled the
+/// batch's transaction back under it (a write must never swallow such an error).
+fn rolled_back_without_error(url: &str) -> Error {
+    Error::Database(format!("{url}: SQLite rolled the write batch back although no write reported an error"))
 }
 
 fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> Error {
@@ -537,6 +580,23 @@ fn event_from_row(r: &Row<'_>) -> Result<Event> {
         epoch: col(r, T, "epoch")?,
         reason: col(r, T, "reason")?,
         data: json_col(r, T, "data")?.unwrap_or(Value::Null),
+    })
+}
+
+/// Decodes one node row (selected with `node_columns!`).
+fn node_from_row(r: &Row<'_>) -> Result<NodeRecord> {
+    const T: &str = "nodes";
+    let pid: i64 = col(r, T, "pid")?;
+    Ok(NodeRecord {
+        id: col(r, T, "id")?,
+        incarnation: col(r, T, "incarnation")?,
+        host: col(r, T, "host")?,
+        pid: i32::try_from(pid).map_err(|_| corrupt(T, format!("column pid: {pid} out of range")))?,
+        data_dir: col(r, T, "data_dir")?,
+        started_at: Timestamp::from_millis(col(r, T, "started_at")?),
+        last_seen: Timestamp::from_millis(col(r, T, "last_seen")?),
+        stopped_at: ts(col(r, T, "stopped_at")?),
+        clock_offset_ms: col(r, T, "clock_offset_ms")?,
     })
 }
 
@@ -980,6 +1040,28 @@ impl W<'_> {
         Ok(CommitOutcome::Applied { enqueued })
     }
 
+    /// Reads and replaces the id's row in one write transaction: the single writer,
+    /// and `BEGIN IMMEDIATE` across processes, make the check and the upsert atomic.
+    fn register_node(&self, reg: &NodeRegistration, now: Timestamp, live_for: Duration) -> Result<Option<NodeRecord>> {
+        let previous = self
+            .rows(concat!("SELECT ", node_columns!(), " FROM nodes WHERE id = ?1"), params![reg.id], node_from_row)?
+            .pop();
+        if let Some(row) = &previous
+            && common::node_is_live(row, now, live_for)
+        {
+            return Err(common::node_id_in_use(row));
+        }
+        self.execute(
+            "INSERT INTO nodes (id, incarnation, host, pid, data_dir, started_at, last_seen, stopped_at, \
+             clock_offset_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, NULL, 0) \
+             ON CONFLICT (id) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host, \
+             pid = excluded.pid, data_dir = excluded.data_dir, started_at = excluded.started_at, \
+             last_seen = excluded.last_seen, stopped_at = NULL, clock_offset_ms = 0",
+            params![reg.id, reg.incarnation, reg.host, reg.pid, reg.data_dir, now.as_millis()],
+        )?;
+        Ok(previous)
+    }
+
     fn queue_stats(&self) -> Result<QueueStats> {
         let pair = |r: &Row<'_>| -> Result<(String, i64)> { Ok((col(r, "counts", "k")?, col(r, "counts", "n")?)) };
         let items = self.rows(OPEN_AND_DONE_ITEMS, [], pair)?;
@@ -1275,6 +1357,50 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        now: Timestamp,
+        live_for: Duration,
+    ) -> Result<Option<NodeRecord>> {
+        self.write(Result::is_ok, move |w| w.register_node(&reg, now, live_for)).await
+    }
+
+    async fn touch_node(&self, id: &str, incarnation: &str, now: Timestamp, clock_offset_ms: i64) -> Result<bool> {
+        let (id, incarnation) = (id.to_owned(), incarnation.to_owned());
+        self.write(Result::is_ok, move |w| {
+            let n = w.execute(
+                "UPDATE nodes SET last_seen = ?3, clock_offset_ms = ?4 \
+                 WHERE id = ?1 AND incarnation = ?2 AND stopped_at IS NULL",
+                params![id, incarnation, now.as_millis(), clock_offset_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn deregister_node(&self, id: &str, incarnation: &str, now: Timestamp) -> Result<()> {
+        let (id, incarnation) = (id.to_owned(), incarnation.to_owned());
+        self.write(Result::is_ok, move |w| {
+            w.execute(
+                "UPDATE nodes SET stopped_at = ?3 WHERE id = ?1 AND incarnation = ?2 AND stopped_at IS NULL",
+                params![id, incarnation, now.as_millis()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.read(|w| w.rows(concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"), [], node_from_row)).await
+    }
+
+    async fn store_time(&self) -> Result<Option<Timestamp>> {
+        // SQLite's clock is this process's own clock: measuring an offset to it
+        // would always give zero, so there is nothing to report.
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -1297,6 +1423,108 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         let files = std::fs::read_dir(dir).unwrap().count();
         assert_eq!(files, MIGRATIONS.len(), "add new migration files to MIGRATIONS");
+    }
+
+    /// A migrated WAL database at `path`, opened the way the store's writer is.
+    fn writer_conn(path: &Path) -> (Connection, String) {
+        let url = format!("sqlite://{}", path.display());
+        let target = Target::File(path.to_owned());
+        let conn = connect(&target, &url).unwrap();
+        use_wal(&conn, &url).unwrap();
+        migrate(&conn, &url).unwrap();
+        (conn, url)
+    }
+
+    /// The answer a write got: whether it was reported done, and the error if not.
+    fn answer<T>(rx: &mut oneshot::Receiver<Result<T>>) -> Result<T> {
+        rx.try_recv().expect("run_batch answers every write before it returns")
+    }
+
+    /// SQLite rolls the whole transaction back itself when a write hits SQLITE_FULL
+    /// (or an I/O error, or runs out of memory) in a statement without a statement
+    /// journal. The writes queued behind it in the same batch must then not run (in
+    /// autocommit mode their savepoints would commit each on its own), and every
+    /// write of the batch must be reported failed. Checked the only way that
+    /// matters: each write reported failed is absent, each reported done is present.
+    #[test]
+    fn batch_rolled_back_by_sqlite_fails_every_write_and_commits_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orch.db");
+        let (conn, url) = writer_conn(&path);
+        let url: Arc<str> = Arc::from(url.as_str());
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let prefix = orch_core::KeyPrefix::new("SHOP").unwrap();
+        let new_item = |title: &str| NewItem {
+            repo: "repo-shop".into(),
+            prefix: prefix.clone(),
+            kind: ItemKind::Bug,
+            title: title.into(),
+            body: String::new(),
+            state: orch_core::ItemState::new(TrackName::new("quick"), StageName::new("development")),
+        };
+        let mut setup = Vec::new();
+        for i in 0..3 {
+            let item = new_item(&format!("item {i}"));
+            setup.push(write_op(url.clone(), Result::is_ok, move |w| w.create_item(&item, now)));
+        }
+        let (ops, mut answers): (Vec<_>, Vec<_>) = setup.into_iter().unzip();
+        run_batch(&conn, &url, ops);
+        for a in &mut answers {
+            answer(a).unwrap();
+        }
+
+        // No page may be added from here on: a write that needs one hits SQLITE_FULL.
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+
+        let key = |n: u64| ItemKey::new(prefix.clone(), std::num::NonZeroU64::new(n).unwrap());
+        let event = |reason: String| {
+            let mut ev = NewEvent::new(key(3), EventKind::ReaperDeferred);
+            ev.reason = Some(reason);
+            ev
+        };
+        let huge = event("x".repeat(256 * 1024));
+        let small = event("after the full one".into());
+        let (k1, k2) = (key(1), key(2));
+        let (a, mut a_rx) = write_op(url.clone(), Result::is_ok, move |w| w.set_branch(&k1, "before", now));
+        let (b, mut b_rx) = write_op(url.clone(), Result::is_ok, move |w| w.insert_event(&huge, now));
+        let (c, mut c_rx) = write_op(url.clone(), Result::is_ok, move |w| w.set_branch(&k2, "after", now));
+        let (d, mut d_rx) = write_op(url.clone(), Result::is_ok, move |w| w.insert_event(&small, now));
+        run_batch(&conn, &url, vec![a, b, c, d]);
+        let (a, b, c, d) = (answer(&mut a_rx), answer(&mut b_rx), answer(&mut c_rx), answer(&mut d_rx));
+
+        // What is really in the file, read by another connection.
+        let check = connect(&Target::File(path.clone()), &url).unwrap();
+        let branch = |n: u64| -> Option<String> {
+            check.query_row("SELECT branch FROM items WHERE key = ?1", [key(n).to_string()], |r| r.get(0)).unwrap()
+        };
+        let events_with = |pred: &str| -> i64 {
+            check.query_row(&format!("SELECT COUNT(*) FROM events WHERE {pred}"), [], |r| r.get(0)).unwrap()
+        };
+        let present = [
+            ("a: set_branch before the full write", a.is_ok(), branch(1).as_deref() == Some("before")),
+            ("b: the write that hit SQLITE_FULL", b.is_ok(), events_with("length(reason) > 1000") == 1),
+            ("c: set_branch after it", c.is_ok(), branch(2).as_deref() == Some("after")),
+            ("d: an event after it", d.is_ok(), events_with("reason = 'after the full one'") == 1),
+        ];
+        for (what, reported_ok, is_present) in present {
+            assert_eq!(reported_ok, is_present, "{what}: reported ok = {reported_ok}, present = {is_present}");
+        }
+        // Every write is told the real cause, not a savepoint error after the fact.
+        for r in [&a, &b, &c, &d] {
+            assert!(matches!(r, Err(Error::Unavailable { reason, .. }) if reason.contains("full")), "{r:?}");
+        }
+        // Guards the test's premise: if SQLite ever rolls back only the statement
+        // here, `a` survives and this test no longer reaches the rollback path.
+        assert!(a.is_err(), "SQLite kept the batch's transaction open after SQLITE_FULL: {a:?}");
+
+        // The writer is not wedged: with room again, the next batch commits.
+        conn.pragma_update(None, "max_page_count", 1_000_000).unwrap();
+        let k3 = key(3);
+        let (e, mut e_rx) = write_op(url.clone(), Result::is_ok, move |w| w.set_branch(&k3, "later", now));
+        run_batch(&conn, &url, vec![e]);
+        answer(&mut e_rx).unwrap();
+        assert_eq!(branch(3).as_deref(), Some("later"));
     }
 
     /// The reaper's, the claim's and the stats' queries must be index searches, not

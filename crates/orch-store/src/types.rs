@@ -303,3 +303,34 @@ pub struct QueueStats {
     /// Running and finishing jobs.
     pub active_jobs: Vec<ActiveJob>,
 }
+
+/// What a node asks `Store::register_node` for: its id, and who it is this time.
+#[derive(Clone, Debug)]
+pub struct NodeRegistration {
+    /// The node's configured id, unique among live nodes.
+    pub id: String,
+    /// Unique per process start, so a heartbeat or shutdown of an older process
+    /// under the same id can never act on the newer one's row.
+    pub incarnation: String,
+    pub host: String,
+    pub pid: i32,
+    pub data_dir: String,
+}
+
+/// One row of the node registry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub incarnation: String,
+    pub host: String,
+    pub pid: i32,
+    pub data_dir: String,
+    pub started_at: Timestamp,
+    /// The last registration or heartbeat (`touch_node`).
+    pub last_seen: Timestamp,
+    /// Set by a clean shutdown (`deregister_node`); the id is free at once then.
+    pub stopped_at: Option<Timestamp>,
+    /// The node's offset to the store's clock as of its last heartbeat (0 until
+    /// measured, and always 0 on SQLite, which has no clock of its own).
+    pub clock_offset_ms: i64,
+}

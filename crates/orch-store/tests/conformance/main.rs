@@ -9,6 +9,7 @@
 mod bad_input;
 mod durability;
 mod migrations;
+mod nodes;
 mod pg_only;
 mod specs;
 mod support;
@@ -58,6 +59,13 @@ conformance! {
     set_branch_records_branch => crate::specs::set_branch_records_branch,
     renew_leases_reports_renewed_ids => crate::specs::renew_leases_reports_renewed_ids,
     refuses_invalid_requests => crate::specs::refuses_invalid_requests,
+    register_node_on_empty_table => crate::nodes::register_node_on_empty_table,
+    live_node_id_is_refused_naming_it => crate::nodes::live_node_id_is_refused_naming_it,
+    expired_node_id_is_taken_over => crate::nodes::expired_node_id_is_taken_over,
+    deregistered_node_id_is_free_at_once => crate::nodes::deregistered_node_id_is_free_at_once,
+    touch_node_refuses_superseded_incarnation => crate::nodes::touch_node_refuses_superseded_incarnation,
+    concurrent_registrations_have_one_winner => crate::nodes::concurrent_registrations_have_one_winner,
+    store_time_is_the_database_clock => crate::nodes::store_time_is_the_database_clock,
     acknowledged_items_survive_kill_9 => crate::durability::acknowledged_items_survive_kill_9,
     newer_schema_is_refused => crate::bad_input::newer_schema_is_refused,
     reopening_keeps_data => crate::bad_input::reopening_keeps_data,

@@ -1,6 +1,7 @@
 //! The migration chain: a store last migrated by an older orch (schema version 1,
 //! with history in it) opens under this binary, gains the later migrations, and
-//! the trigger-kept terminal counts are backfilled from the rows already there.
+//! the trigger-kept terminal counts are backfilled from the rows already there;
+//! the node registry that replaced version 1's unused `nodes` table works.
 
 use orch_core::{ItemStatus, JobStatus};
 use sqlx::Connection;
@@ -41,6 +42,21 @@ async fn assert_upgraded(url: &str) {
     // The key counter carried over.
     let next = store.create_item(crate::support::new_item("OLD", "new"), crate::support::T0).await.unwrap();
     assert_eq!(next.key.to_string(), "OLD-3");
+    // Version 4 replaced the `nodes` table version 1 had reserved.
+    let reg = orch_store::NodeRegistration {
+        id: "node-1".into(),
+        incarnation: "inc-1".into(),
+        host: "h".into(),
+        pid: 7,
+        data_dir: "/d".into(),
+    };
+    let live_for = std::time::Duration::from_secs(15);
+    assert_eq!(store.register_node(reg, crate::support::T0, live_for).await.unwrap(), None);
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| (n.id.as_str(), n.incarnation.as_str(), n.pid)).collect::<Vec<_>>(),
+        [("node-1", "inc-1", 7)]
+    );
 }
 
 #[tokio::test]

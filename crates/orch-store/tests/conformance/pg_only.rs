@@ -1,11 +1,19 @@
 //! PostgreSQL-only behaviour that the trait cannot show on SQLite (which has one
-//! writer at a time): seqs committed out of order, and index use of the hot queries.
+//! writer at a time): seqs committed out of order, index use of the hot queries,
+//! and a call over a frozen network ending within its deadline.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
 
 use orch_core::{EventKind, ItemKey};
-use orch_store::NewEvent;
+use orch_store::{Error, NewEvent};
 use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-use crate::support::{T0, TestDb};
+use crate::support::{T0, TestDb, create_pg_database, drop_pg_database, pg_admin_url, with_database};
 
 /// A transaction holding seq n open while seq n+1 commits: `events_since` hands out
 /// neither until n commits, so a tailing reader never skips n.
@@ -66,4 +74,92 @@ async fn hot_queries_use_indexes() {
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {q}"))).fetch_all(&mut conn).await.unwrap();
         assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{q}\n{}", plan.join("\n"));
     }
+}
+
+/// A TCP proxy to `upstream` that freezes the moment a client sends `marker`: from
+/// then on it keeps every socket open but forwards nothing in either direction,
+/// like a stopped proxy process (`SIGSTOP`) between a node and its database.
+/// Returns its address and a receiver that turns `true` once it has frozen.
+async fn freezing_proxy(upstream: SocketAddr, marker: &'static [u8]) -> (SocketAddr, watch::Receiver<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (frozen_tx, frozen_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let (client_rd, client_wr) = client.into_split();
+            let (server_rd, server_wr) = server.into_split();
+            tokio::spawn(forward(client_rd, server_wr, Some(marker), frozen_tx.clone()));
+            tokio::spawn(forward(server_rd, client_wr, None, frozen_tx.clone()));
+        }
+    });
+    (addr, frozen_rx)
+}
+
+/// One direction of the proxy: copies chunks until the proxy freezes (or `marker`
+/// shows up in a chunk, which freezes it), then holds its sockets for ever.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    marker: Option<&'static [u8]>,
+    frozen: watch::Sender<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let chunk = &buf[..n];
+        if marker.is_some_and(|m| chunk.windows(m.len()).any(|w| w == m)) {
+            frozen.send_replace(true);
+        }
+        if *frozen.borrow() || to.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    // Frozen (or broken): keep both halves open so the peer sees no reset either.
+    let _held = (from, to);
+    std::future::pending::<()>().await;
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn with_host_port(url: &str, addr: SocketAddr) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let userinfo = rest[..authority_end].rsplit_once('@').map_or("", |(u, _)| u);
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{}{userinfo}{at}{addr}{}", &url[..scheme_end], &rest[authority_end..])
+}
+
+/// The network to the server freezes while a call is in flight (the proxy stops
+/// forwarding as the query goes out): the server's own timeouts can never reach
+/// the node, yet the call ends with `Unavailable` within the store's call deadline
+/// (12 s) instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_a_frozen_network_fails_within_its_deadline() {
+    let db = create_pg_database().await;
+    let admin = pg_admin_url();
+    let server = sqlx::postgres::PgConnectOptions::from_str(&admin).unwrap();
+    let upstream = tokio::net::lookup_host((server.get_host(), server.get_port())).await.unwrap().next().unwrap();
+    let (proxy, mut frozen) = freezing_proxy(upstream, b"FROM nodes ORDER BY id").await;
+    let url = with_host_port(&with_database(&admin, &db), proxy);
+    let store = orch_store::open(&url).await.unwrap_or_else(|e| panic!("opening {url} through the proxy: {e}"));
+    assert!(store.store_time().await.unwrap().is_some(), "the store answers through the proxy before it freezes");
+
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), store.nodes())
+        .await
+        .expect("nodes() was still waiting 60 s after the network froze: no call deadline");
+    let waited = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(1), frozen.wait_for(|f| *f))
+        .await
+        .expect("the proxy never saw the call, so it never froze")
+        .unwrap();
+    let err = outcome.expect_err("no answer can cross a frozen network");
+    assert!(matches!(&err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("nodes got no answer"), "{err}");
+    assert!(waited < Duration::from_secs(20), "gave up only after {waited:?}");
+    drop(store);
+    drop_pg_database(&db);
 }

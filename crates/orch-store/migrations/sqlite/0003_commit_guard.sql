@@ -1,0 +1,6 @@
+-- orch store schema, version 3 (SQLite): nothing to do.
+--
+-- Version 3 is PostgreSQL's guard for its one-statement commit
+-- (orch_version_conflict); SQLite commits through its single writer and needs no
+-- such function. This file exists so that a schema version means the same schema
+-- on both backends and schema_migrations shows one unbroken chain on each.
