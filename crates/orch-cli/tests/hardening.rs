@@ -416,3 +416,86 @@ fn frozen_store_connection_self_fences_before_another_node_takes_over() {
     assert!(terminate(&mut a).success(), "{}", dep.log("serve-a.log"));
     dep.assert_audit_clean();
 }
+
+/// Finding 7: a second `orch serve` under the id of a live node once released the
+/// live node's running job at start-up and ran the stage again. Now it refuses to
+/// start, naming the live node, and the first node's job is untouched.
+#[test]
+fn a_twin_node_id_is_refused_and_the_live_node_keeps_its_job() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let pids = dep.path().join("pids");
+    dep.script(
+        "agents/developer.sh",
+        &format!("echo $$ >> {p}/runs\nwhile [ ! -f {p}/../release ]; do sleep 0.02; done\n{PASS}", p = pids.display()),
+    );
+    let mut first = dep.serve("twin", "data-a", &[], "serve-a.log");
+    let key = dep.add_item("long running");
+    wait_until("the first node's agent to run", || pids.join("runs").exists());
+    let job_before = dep.events(&key).iter().filter(|e| e["kind"] == "job.started").count();
+
+    let mut twin = dep.serve("twin", "data-b", &[], "serve-b.log");
+    let status = twin.0.wait().unwrap();
+    assert!(!status.success(), "the twin must refuse to start");
+    let log = dep.log("serve-b.log");
+    assert!(log.contains("node id twin is in use by a live node"), "the refusal names the live node: {log}");
+    assert!(log.contains(&format!("pid {}", first.0.id())), "and its pid: {log}");
+
+    let events = dep.events(&key);
+    assert!(!events.iter().any(|e| e["kind"] == "job.released"), "the live job was not released: {events:?}");
+    assert_eq!(events.iter().filter(|e| e["kind"] == "job.started").count(), job_before);
+    std::fs::write(dep.path().join("release"), "").unwrap();
+    wait_until("the first node to finish the item", || dep.status(&key) == "done");
+    assert_eq!(std::fs::read_to_string(pids.join("runs")).unwrap().lines().count(), 1, "the stage ran once");
+    assert!(terminate(&mut first).success());
+    dep.assert_audit_clean();
+}
+
+/// Finding 6: leases were stamped with the owner's clock and judged with the
+/// reaper's, so a node whose clock ran 25 s ahead took a healthy job over from
+/// another node. Now both stamp and judge in the store's time: the skewed node
+/// measures its offset and takes nothing over.
+#[test]
+fn a_node_with_a_clock_25_s_ahead_takes_nothing_over() {
+    let libfaketime = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("libfaketime is needed for this test (Debian package faketime; scripts/test installs it)");
+    let db = orch_test_support::PgDatabase::create("orch_skew");
+    let reaper = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 120\nlease_ttl_s = 2\nheartbeat_s = 0.2\n";
+    let dep = Deployment::new(db.url(), reaper, "[[repos]]\nname = \"idle\"\nkey = \"IDLE\"\npath = \".\"\n");
+    let pids = dep.path().join("pids");
+    dep.script(
+        "agents/developer.sh",
+        &format!("echo $$ >> {p}/runs\nwhile [ ! -f {p}/../release ]; do sleep 0.02; done\n{PASS}", p = pids.display()),
+    );
+    let mut honest = dep.serve("honest", "data-a", &[], "serve-a.log");
+    let key = dep.add_item("healthy work");
+    wait_until("the honest node's agent to run", || pids.join("runs").exists());
+
+    let mut skewed = Command::new(ORCH);
+    skewed
+        .env("LD_PRELOAD", libfaketime)
+        .env("FAKETIME", "+25s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_NO_CACHE", "1");
+    let mut ahead = dep.serve_with(skewed, "ahead", "data-b", &[("RUST_LOG", "info")], "serve-b.log");
+    // The skewed node has measured its offset once it has registered; then give
+    // its reaper many passes (each 0.2 s) over the healthy job's lease.
+    wait_until("the skewed node to register with its offset", || {
+        let out = dep.orch(&["queue", "--json"]);
+        let q: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        q["nodes"].as_array().is_some_and(|nodes| {
+            nodes.iter().any(|n| n["id"] == "ahead" && n["clock_offset_ms"].as_i64().is_some_and(|o| o < -20_000))
+        })
+    });
+    let passes_seen = Instant::now();
+    wait_until("ten reaper intervals to pass on the skewed node", || passes_seen.elapsed() > Duration::from_secs(2));
+    let events = dep.events(&key);
+    assert!(!events.iter().any(|e| e["kind"] == "reaper.took_over"), "the skewed node took healthy work: {events:?}");
+    assert_eq!(std::fs::read_to_string(pids.join("runs")).unwrap().lines().count(), 1, "the stage ran once");
+    std::fs::write(dep.path().join("release"), "").unwrap();
+    wait_until("the honest node to finish the item", || dep.status(&key) == "done");
+    assert!(terminate(&mut ahead).success(), "{}", dep.log("serve-b.log"));
+    assert!(terminate(&mut honest).success());
+    dep.assert_audit_clean();
+}

@@ -19,9 +19,15 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        system_now()
     }
+}
+
+/// The host's wall clock, whatever clock the node was given: the offset to the
+/// store's clock is a property of the host, measured against this.
+pub fn system_now() -> Timestamp {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// A clock that moves only when told to: tests use it to expire leases and age

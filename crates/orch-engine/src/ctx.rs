@@ -182,6 +182,14 @@ impl LeaseDeadline {
     }
 }
 
+/// A name no other start of any node shares: the process, the moment, and a
+/// counter for the nodes one process starts (tests start several).
+fn new_incarnation() -> String {
+    static STARTED: AtomicI64 = AtomicI64::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}-{n}", std::process::id(), crate::clock::system_now().as_millis())
+}
+
 /// The (job, epoch) pairs Tier-2 has deferred to, so each gets one event.
 #[derive(Debug, Default)]
 pub(crate) struct DeferredSet(Mutex<std::collections::HashSet<(JobId, i64)>>);
@@ -211,6 +219,9 @@ pub(crate) struct Ctx {
     /// This node's offset to the store's clock in ms (store − local), added to
     /// every `now` so leases are stamped and judged in the store's time.
     pub(crate) clock_offset_ms: AtomicI64,
+    /// Unique per start of this node, so its registry row is never confused with
+    /// an older or newer process under the same id.
+    pub(crate) incarnation: String,
     /// Stop claiming and looping (shutdown has begun).
     pub(crate) stopping: CancellationToken,
     /// Kill every agent group now (the drain deadline passed).
@@ -244,6 +255,7 @@ impl Ctx {
             owned: OwnedJobs::default(),
             lease: LeaseDeadline::new(ttl),
             clock_offset_ms: AtomicI64::new(0),
+            incarnation: new_incarnation(),
             stopping: CancellationToken::new(),
             kill_all: CancellationToken::new(),
             fatal: Mutex::new(None),

@@ -65,6 +65,11 @@ impl Node {
         Self { ctx: Arc::new(Ctx::new(store, config, clock, opts, containment)), unavailable }
     }
 
+    /// This node's measured offset to the store's clock, in ms (store − local).
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.ctx.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How this node contains its jobs' processes, for logs and `orch queue`.
     pub fn containment(&self) -> String {
         self.ctx.containment.describe()
@@ -117,6 +122,7 @@ impl Node {
             return Err(Error::Unavailable(why.clone()));
         }
         crate::process::become_subreaper();
+        crate::node_registry::register(ctx).await?;
         let n = self.reconcile().await?;
         info!(node = %ctx.opts.node_id, reconciled = n, containment = %ctx.containment.describe(), "node started");
         let heartbeat_stop = CancellationToken::new();
@@ -140,6 +146,7 @@ impl Node {
         heartbeat_stop.cancel();
         let _ = hb.await;
         let _ = fence.await;
+        crate::node_registry::deregister(ctx).await;
         if let Some(why) = ctx.fatal() {
             return Err(Error::Fatal(why));
         }

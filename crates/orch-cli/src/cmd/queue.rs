@@ -9,6 +9,10 @@ use serde_json::json;
 
 use crate::context;
 
+/// An offset past this is flagged (the node logs it too): lease decisions use the
+/// store's clock, but a host this far off has a clock worth fixing.
+const CLOCK_OFFSET_BOUND_MS: i64 = 1_000;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Print JSON instead of tables.
@@ -19,6 +23,7 @@ pub(crate) struct Args {
 pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     context::with_store(config_path, |config, store| async move {
         let stats = store.queue_stats().await?;
+        let nodes = store.nodes().await?;
         let r = &config.reaper;
         if args.json {
             let doc = json!({
@@ -26,6 +31,13 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
                 "items_by_stage": stats.items_by_stage,
                 "jobs_by_status": stats.jobs_by_status,
                 "running": stats.active_jobs,
+                // Every node that ever registered; `stopped_at` is set by a clean
+                // shutdown, `clock_offset_ms` is store clock − the node's clock.
+                "nodes": nodes.iter().map(|n| {
+                    let mut v = serde_json::to_value(n).unwrap_or_default();
+                    v["clock_offset_over_bound"] = json!(n.clock_offset_ms.abs() > CLOCK_OFFSET_BOUND_MS);
+                    v
+                }).collect::<Vec<_>>(),
                 "reaper": {
                     "interval_s": r.interval_s,
                     "finalize_grace_s": r.finalize_grace_s,
@@ -60,6 +72,21 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
             println!(
                 "  job {:<6} {:<10} {:<15} {:<10} owner {owner} epoch {} started {started}",
                 j.id, j.item, j.stage, j.status, j.epoch
+            );
+        }
+        println!("NODES");
+        if nodes.is_empty() {
+            println!("  (none)");
+        }
+        for n in &nodes {
+            let state = n.stopped_at.map_or_else(
+                || format!("last seen {}", n.last_seen.to_rfc3339()),
+                |t| format!("stopped {}", t.to_rfc3339()),
+            );
+            let warn = if n.clock_offset_ms.abs() > CLOCK_OFFSET_BOUND_MS { "  CLOCK OFF" } else { "" };
+            println!(
+                "  {:<24} host {} pid {} clock offset {} ms, {state}{warn}",
+                n.id, n.host, n.pid, n.clock_offset_ms
             );
         }
         println!(
