@@ -419,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_loop_that_panics_stops_the_node_with_its_name() {
         let ctx = ctx().await;
-        let _ = ctx.spawn_loop("scheduler", async { panic!("boom") });
+        ctx.spawn_loop("scheduler", async { panic!("boom") }).await.unwrap();
         let why = stopped_with(&ctx).await;
         assert!(why.contains("scheduler loop panicked"), "{why}");
     }
@@ -427,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn a_loop_that_returns_early_stops_the_node() {
         let ctx = ctx().await;
-        let _ = ctx.spawn_loop("reaper", async {});
+        ctx.spawn_loop("reaper", async {}).await.unwrap();
         assert!(stopped_with(&ctx).await.contains("reaper loop ended while the node was running"));
     }
 
