@@ -262,6 +262,58 @@ impl JobCgroup {
 mod tests {
     use super::*;
 
+    /// Starts a shell in `cg` that leaves a `setsid` daemon behind, kills the
+    /// cgroup, and checks both are dead and the cgroup is gone.
+    async fn kills_a_daemonized_descendant(base: CgroupBase) {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("daemon");
+        let cg = base.create("job-1-e1-agent").unwrap();
+        let cg_dir = cg.dir.clone();
+        let script =
+            format!("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > {}; sleep 600", pidfile.display());
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let log = dir.path().join("log");
+        let file = crate::untrusted::create_fresh(&log).unwrap();
+        let mut spawned = crate::process::spawn(&argv, dir.path(), &[], (&log, file), Some(cg)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+            assert!(Instant::now() < deadline, "the daemon never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let daemon: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{daemon}")).exists());
+        let stop = async {};
+        let ended = crate::process::supervise(&mut spawned, Duration::from_secs(60), stop).await;
+        assert_eq!(ended, crate::process::Ended::Stopped);
+        let gone = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(daemon) {
+            assert!(Instant::now() < deadline, "the setsid daemon outlived its cgroup");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!cg_dir.exists(), "the job's cgroup was removed");
+        let _ = std::fs::remove_dir(&base.dir);
+    }
+
+    fn key(tag: &str) -> String {
+        format!("unit-{tag}-{}", std::process::id())
+    }
+
+    #[tokio::test]
+    async fn cgroup_v2_kills_a_daemonized_descendant() {
+        let base = CgroupBase::v2(&key("v2")).expect("this machine offers cgroup v2 (see docs/RELIABILITY.md)");
+        kills_a_daemonized_descendant(base).await;
+    }
+
+    #[tokio::test]
+    async fn cgroup_v1_freezer_kills_a_daemonized_descendant() {
+        let base = CgroupBase::v1_freezer(&key("v1")).expect("this machine offers the cgroup v1 freezer");
+        kills_a_daemonized_descendant(base).await;
+    }
+
     #[test]
     fn folder_names_are_safe() {
         assert_eq!(folder_name("node a/../x"), "node_a_.._x");
