@@ -1,0 +1,447 @@
+//! One repository as orch sees it: a bare mirror of the remote under the node's
+//! data directory, which every item worktree shares, and the operations the
+//! pipeline needs — a worktree per item branch, fenced pushes, merges into main.
+//!
+//! The user's own working copy is never touched: `path` only names where the
+//! remote is (its `origin`), and everything orch does happens in its mirror and
+//! lands on the remote. Main changes only through [`Repo::merge_into_main`].
+
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use crate::git::Git;
+use crate::{Error, Merge};
+
+/// Where a repository lives and which branch is its main line.
+#[derive(Clone, Debug)]
+pub struct RepoSpec {
+    /// The config's repo name (for messages).
+    pub name: String,
+    /// The remote: a URL, or the path of a bare repository or a clone, as git
+    /// accepts it for `git fetch`.
+    pub remote: String,
+    pub main_branch: String,
+}
+
+/// The author of orch's commits.
+#[derive(Clone, Debug)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Author {
+    fn default() -> Self {
+        Self { name: "orch".to_owned(), email: "orch@localhost".to_owned() }
+    }
+}
+
+impl Author {
+    fn env(&self) -> [(&'static str, &str); 4] {
+        [
+            ("GIT_AUTHOR_NAME", self.name.as_str()),
+            ("GIT_AUTHOR_EMAIL", self.email.as_str()),
+            ("GIT_COMMITTER_NAME", self.name.as_str()),
+            ("GIT_COMMITTER_EMAIL", self.email.as_str()),
+        ]
+    }
+}
+
+/// A repository's mirror and the operations on it.
+#[derive(Clone, Debug)]
+pub struct Repo {
+    git: Git,
+    spec: RepoSpec,
+    mirror: PathBuf,
+}
+
+/// A worktree of an item's branch.
+#[derive(Clone, Debug)]
+pub struct Worktree {
+    git: Git,
+    pub path: PathBuf,
+    pub branch: String,
+}
+
+impl Repo {
+    /// A repo whose mirror is (or will be) at `mirror`.
+    pub fn new(git: Git, spec: RepoSpec, mirror: PathBuf) -> Self {
+        Self { git, spec, mirror }
+    }
+
+    pub fn spec(&self) -> &RepoSpec {
+        &self.spec
+    }
+
+    fn remote_ref(&self, branch: &str) -> String {
+        format!("refs/remotes/origin/{branch}")
+    }
+
+    /// Makes the mirror if it does not exist, fetches, and checks that the remote
+    /// has the main branch. Safe to call again: it is how a node makes sure it
+    /// sees what other nodes pushed.
+    ///
+    /// # Errors
+    /// `Error::NoMainBranch`, or the git failure (unreachable remote, not a repo).
+    pub async fn ensure(&self) -> Result<(), Error> {
+        if !self.mirror.join("HEAD").exists() {
+            std::fs::create_dir_all(&self.mirror)
+                .map_err(|source| Error::Io { path: self.mirror.display().to_string(), source })?;
+            let m = self.mirror.as_path();
+            self.git.run(m, &["init", "--bare", "--quiet"]).await?;
+            self.git.run(m, &["remote", "add", "origin", &self.spec.remote]).await?;
+            info!(repo = %self.spec.name, mirror = %m.display(), "mirror created");
+        } else {
+            let url = self.git.run(&self.mirror, &["remote", "get-url", "origin"]).await?;
+            if url != self.spec.remote {
+                self.git.run(&self.mirror, &["remote", "set-url", "origin", &self.spec.remote]).await?;
+            }
+        }
+        self.fetch().await?;
+        if self.remote_sha(&self.spec.main_branch).await?.is_none() {
+            return Err(Error::NoMainBranch { repo: self.spec.name.clone(), branch: self.spec.main_branch.clone() });
+        }
+        Ok(())
+    }
+
+    /// Fetches every branch of the remote into `refs/remotes/origin/*`.
+    ///
+    /// # Errors
+    /// The git failure (e.g. the remote is unreachable).
+    pub async fn fetch(&self) -> Result<(), Error> {
+        self.git
+            .run(&self.mirror, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/remotes/origin/*"])
+            .await
+            .map(|_| ())
+    }
+
+    /// The remote branch's SHA as last fetched, if it exists.
+    ///
+    /// # Errors
+    /// A git failure other than "no such ref".
+    pub async fn remote_sha(&self, branch: &str) -> Result<Option<String>, Error> {
+        let r = self.remote_ref(branch);
+        let out = self
+            .git
+            .output(&self.mirror, &["rev-parse", "--verify", "--quiet", &format!("{r}^{{commit}}")], &[])
+            .await?;
+        Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
+    }
+
+    /// The item's worktree at `path` on `branch`, created or reused. `at` is the
+    /// SHA the store records for the branch (the last push orch committed to);
+    /// without one the branch starts at the remote's main. A node that never saw
+    /// the branch fetches it first: the worktree is never assumed to be local.
+    ///
+    /// # Errors
+    /// `Error::ForeignBranch` when the remote has a branch of that name that orch
+    /// did not create and the store knows nothing of; `Error::UnknownCommit` when
+    /// the recorded SHA cannot be found even after a fetch; git failures.
+    pub async fn worktree(&self, path: &Path, branch: &str, at: Option<&str>) -> Result<Worktree, Error> {
+        let wt = Worktree { git: self.git.clone(), path: path.to_path_buf(), branch: branch.to_owned() };
+        let start = match at {
+            Some(sha) => {
+                if !self.has_commit(sha).await? {
+                    self.fetch().await?;
+                    if !self.has_commit(sha).await? {
+                        return Err(Error::UnknownCommit { branch: branch.to_owned(), sha: sha.to_owned() });
+                    }
+                }
+                sha.to_owned()
+            }
+            None => {
+                if let Some(tip) = self.remote_sha(branch).await? {
+                    if !self.created_by_orch(&tip).await? {
+                        return Err(Error::ForeignBranch { repo: self.spec.name.clone(), branch: branch.to_owned() });
+                    }
+                    tip
+                } else {
+                    self.remote_sha(&self.spec.main_branch).await?.ok_or_else(|| Error::NoMainBranch {
+                        repo: self.spec.name.clone(),
+                        branch: self.spec.main_branch.clone(),
+                    })?
+                }
+            }
+        };
+        if path.join(".git").exists() {
+            // Reuse: put the branch back where the store says it is (an earlier run
+            // on this node may have left it anywhere) and drop stray changes.
+            wt.git.run(path, &["checkout", "--quiet", "-B", branch, &start]).await?;
+            wt.git.run(path, &["reset", "--quiet", "--hard", &start]).await?;
+            wt.git.run(path, &["clean", "-fdxq"]).await?;
+        } else {
+            if path.exists() {
+                std::fs::remove_dir_all(path)
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            }
+            self.git.run(&self.mirror, &["worktree", "prune"]).await?;
+            let p = path.display().to_string();
+            self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--force", "-B", branch, &p, &start]).await?;
+        }
+        Ok(wt)
+    }
+
+    /// Removes an item's worktree (done or cancelled items).
+    ///
+    /// # Errors
+    /// The git failure.
+    pub async fn remove_worktree(&self, path: &Path) -> Result<(), Error> {
+        if path.exists() {
+            let p = path.display().to_string();
+            self.git.run(&self.mirror, &["worktree", "remove", "--force", &p]).await?;
+        }
+        self.git.run(&self.mirror, &["worktree", "prune"]).await.map(|_| ())
+    }
+
+    async fn has_commit(&self, sha: &str) -> Result<bool, Error> {
+        let out = self.git.output(&self.mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")], &[]).await?;
+        Ok(out.code == 0)
+    }
+
+    /// Whether the commit at `tip` was made by orch (carries an `Orch-Job` trailer).
+    async fn created_by_orch(&self, tip: &str) -> Result<bool, Error> {
+        let out =
+            self.git.run(&self.mirror, &["log", "-1", "--format=%(trailers:key=Orch-Job,valueonly)", tip]).await?;
+        Ok(!out.trim().is_empty())
+    }
+
+    /// The commit on the remote `branch` that job `job` made, found by its
+    /// `Orch-Job` trailer: after a crash between push and store commit, the
+    /// retry finds it and does not commit again.
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn find_job_commit(&self, branch: &str, job: i64) -> Result<Option<String>, Error> {
+        let Some(tip) = self.remote_sha(branch).await? else { return Ok(None) };
+        let out = self
+            .git
+            .run(
+                &self.mirror,
+                &["log", "--format=%H %(trailers:key=Orch-Job,valueonly,separator=%x2C)", "-n", "200", &tip],
+            )
+            .await?;
+        let want = job.to_string();
+        Ok(out.lines().find_map(|l| {
+            let (sha, jobs) = l.split_once(' ')?;
+            jobs.split(',').any(|j| j.trim() == want).then(|| sha.to_owned())
+        }))
+    }
+
+    /// Merges `sha` (the item branch's tip) into the remote's main in a temporary
+    /// worktree and pushes main. A main that moved meanwhile means fetch and merge
+    /// again (never force); a `sha` already in main is success.
+    ///
+    /// # Errors
+    /// Git failures other than a conflict (which is an outcome, not an error).
+    pub async fn merge_into_main(
+        &self,
+        sha: &str,
+        message: &str,
+        author: &Author,
+        scratch: &Path,
+    ) -> Result<Merge, Error> {
+        let main = self.spec.main_branch.clone();
+        for _ in 0..5 {
+            self.fetch().await?;
+            let Some(main_sha) = self.remote_sha(&main).await? else {
+                return Err(Error::NoMainBranch { repo: self.spec.name.clone(), branch: main });
+            };
+            let ancestor = self.git.output(&self.mirror, &["merge-base", "--is-ancestor", sha, &main_sha], &[]).await?;
+            if ancestor.code == 0 {
+                return Ok(Merge::AlreadyMerged { main: main_sha });
+            }
+            let outcome = self.merge_in(scratch, &main_sha, sha, message, author).await?;
+            let merged = match outcome {
+                MergeTry::Conflict(paths) => return Ok(Merge::Conflict { paths }),
+                MergeTry::Merged(m) => m,
+            };
+            let push = self
+                .git
+                .output(&self.mirror, &["push", "--quiet", "origin", &format!("{merged}:refs/heads/{main}")], &[])
+                .await?;
+            if push.code == 0 {
+                self.fetch().await?;
+                return Ok(Merge::Merged { sha: merged });
+            }
+            if !is_rejection(&push.stderr) {
+                return Err(Error::Failed {
+                    command: format!("git push origin {merged}:refs/heads/{main}"),
+                    code: push.code,
+                    stderr: push.stderr.trim().to_owned(),
+                });
+            }
+            info!(repo = %self.spec.name, "main moved while merging; merging again");
+        }
+        Err(Error::MainKeepsMoving { repo: self.spec.name.clone() })
+    }
+
+    async fn merge_in(
+        &self,
+        scratch: &Path,
+        main_sha: &str,
+        sha: &str,
+        message: &str,
+        author: &Author,
+    ) -> Result<MergeTry, Error> {
+        if scratch.exists() {
+            let _ = self.remove_worktree(scratch).await;
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+        let p = scratch.display().to_string();
+        self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, main_sha]).await?;
+        let env = author.env();
+        let out = self.git.output(scratch, &["merge", "--no-ff", "--quiet", "-m", message, sha], &env).await?;
+        let result = if out.code == 0 {
+            MergeTry::Merged(self.git.run(scratch, &["rev-parse", "HEAD"]).await?)
+        } else {
+            let paths = self.git.run(scratch, &["diff", "--name-only", "--diff-filter=U"]).await.unwrap_or_default();
+            let paths: Vec<String> = paths.lines().map(str::to_owned).collect();
+            if paths.is_empty() {
+                let _ = self.remove_worktree(scratch).await;
+                return Err(Error::Failed {
+                    command: format!("git merge {sha}"),
+                    code: out.code,
+                    stderr: out.stderr.trim().to_owned(),
+                });
+            }
+            let _ = self.git.run(scratch, &["merge", "--abort"]).await;
+            MergeTry::Conflict(paths)
+        };
+        self.remove_worktree(scratch).await?;
+        Ok(result)
+    }
+}
+
+enum MergeTry {
+    Merged(String),
+    Conflict(Vec<String>),
+}
+
+/// Whether git's push output says the remote refused the update as not a
+/// fast-forward or a stale lease (as opposed to any other failure).
+fn is_rejection(stderr: &str) -> bool {
+    stderr.contains("[rejected]")
+        || stderr.contains("stale info")
+        || stderr.contains("non-fast-forward")
+        || stderr.contains("fetch first")
+}
+
+impl Worktree {
+    /// The worktree's HEAD commit.
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn head(&self) -> Result<String, Error> {
+        self.git.run(&self.path, &["rev-parse", "HEAD"]).await
+    }
+
+    /// Commits every change in the worktree (added, changed, deleted) as `author`
+    /// with `message`; `None` when nothing changed.
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn commit_all(&self, message: &str, author: &Author) -> Result<Option<String>, Error> {
+        self.git.run(&self.path, &["add", "--all"]).await?;
+        let staged = self.git.output(&self.path, &["diff", "--cached", "--quiet"], &[]).await?;
+        if staged.code == 0 {
+            return Ok(None);
+        }
+        self.git.run_env(&self.path, &["commit", "--quiet", "--no-verify", "-m", message], &author.env()).await?;
+        self.head().await.map(Some)
+    }
+
+    /// Pushes the branch to the remote, fenced by git's own compare-and-swap: the
+    /// remote branch must still be at `expected` (the SHA the store holds; `None`
+    /// = the branch must not exist yet). A stale owner can never move the branch.
+    ///
+    /// # Errors
+    /// `Error::PushRejected` when the remote branch is not at `expected`; git failures.
+    pub async fn push_fenced(&self, expected: Option<&str>) -> Result<(), Error> {
+        let b = &self.branch;
+        let lease = format!("--force-with-lease=refs/heads/{b}:{}", expected.unwrap_or(""));
+        let out = self
+            .git
+            .output(
+                &self.path,
+                &["push", "--quiet", "--porcelain", &lease, "origin", &format!("HEAD:refs/heads/{b}")],
+                &[],
+            )
+            .await?;
+        if out.code == 0 {
+            return Ok(());
+        }
+        let text = format!("{}{}", out.stdout, out.stderr);
+        if is_rejection(&text) {
+            return Err(Error::PushRejected { branch: b.clone(), expected: expected.unwrap_or("(none)").to_owned() });
+        }
+        Err(Error::Failed {
+            command: format!("git push {lease} origin HEAD:refs/heads/{b}"),
+            code: out.code,
+            stderr: text.trim().to_owned(),
+        })
+    }
+
+    /// Checks that an agent left the worktree on its branch, descending from
+    /// `base` (the SHA the run started at), and did not touch `main`: an agent may
+    /// add commits, never switch branches or rewrite what was pushed.
+    ///
+    /// # Errors
+    /// `Error::Contained` naming what the agent did.
+    pub async fn check_contained(&self, base: &str, main_branch: &str, main_before: Option<&str>) -> Result<(), Error> {
+        let head_ref = self.git.output(&self.path, &["symbolic-ref", "--quiet", "HEAD"], &[]).await?;
+        let on = head_ref.stdout.trim();
+        if head_ref.code != 0 {
+            return Err(Error::Contained { what: "the agent detached HEAD from the item branch".to_owned() });
+        }
+        if on != format!("refs/heads/{}", self.branch) {
+            return Err(Error::Contained { what: format!("the agent checked out {on} instead of the item branch") });
+        }
+        let desc = self.git.output(&self.path, &["merge-base", "--is-ancestor", base, "HEAD"], &[]).await?;
+        if desc.code != 0 {
+            return Err(Error::Contained {
+                what: format!("the agent rewrote pushed history (HEAD no longer descends from {base})"),
+            });
+        }
+        let main_now = self
+            .git
+            .output(&self.path, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{main_branch}")], &[])
+            .await?;
+        let main_now = (main_now.code == 0).then(|| main_now.stdout.trim().to_owned());
+        if main_now.as_deref() != main_before {
+            return Err(Error::Contained { what: format!("the agent committed on {main_branch}") });
+        }
+        Ok(())
+    }
+
+    /// The local `main_branch` ref's SHA in this worktree's repository, if any
+    /// (recorded before a run so [`Worktree::check_contained`] can tell if it moved).
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn local_branch_sha(&self, branch: &str) -> Result<Option<String>, Error> {
+        let out = self
+            .git
+            .output(&self.path, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")], &[])
+            .await?;
+        Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
+    }
+
+    /// Puts the branch and the files back at `sha`, undoing whatever an agent did.
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn restore(&self, sha: &str, main_branch: &str, main_sha: Option<&str>) -> Result<(), Error> {
+        let _ = self.git.run(&self.path, &["merge", "--abort"]).await;
+        let _ = self.git.run(&self.path, &["rebase", "--abort"]).await;
+        self.git.run(&self.path, &["checkout", "--quiet", "--force", "-B", &self.branch, sha]).await?;
+        self.git.run(&self.path, &["clean", "-fdxq"]).await?;
+        match main_sha {
+            Some(m) => self.git.run(&self.path, &["branch", "--quiet", "--force", main_branch, m]).await.map(|_| ()),
+            None => {
+                let _ = self.git.run(&self.path, &["branch", "--quiet", "-D", main_branch]).await;
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! orch-vcs against the real `git`: a bare "remote" in a temporary folder (with a
+//! pre-receive hook that lets main change only by a merge commit named for an
+//! item), a user's clone whose `origin` it is, and orch's mirror and worktrees.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use orch_vcs::{Author, Error, Git, Merge, Repo, RepoSpec};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").args(args).current_dir(dir).env("LC_ALL", "C").output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    remote: PathBuf,
+    user: PathBuf,
+    repo: Repo,
+}
+
+/// Refuses every update of main that is not a merge commit whose message starts
+/// with `Merge <KEY>:` — orch must never push anything else there.
+const PRE_RECEIVE: &str = r#"#!/bin/sh
+while read old new ref; do
+  if [ "$ref" = "refs/heads/main" ]; then
+    parents=$(git rev-list --parents -n 1 "$new" | wc -w)
+    subject=$(git log -1 --format=%s "$new")
+    case "$subject" in Merge\ [A-Z]*-[0-9]*:*) ;; *) echo "main only takes item merges" >&2; exit 1;; esac
+    [ "$parents" -ge 3 ] || { echo "main only takes merge commits" >&2; exit 1; }
+  fi
+done
+"#;
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote.git");
+        let user = dir.path().join("user");
+        git(dir.path(), &["init", "--bare", "--quiet", "-b", "main", remote.to_str().unwrap()]);
+        git(dir.path(), &["clone", "--quiet", remote.to_str().unwrap(), user.to_str().unwrap()]);
+        std::fs::write(user.join("README.md"), "hello\n").unwrap();
+        std::fs::write(user.join("app.txt"), "line 1\nline 2\nline 3\n").unwrap();
+        git(&user, &["add", "."]);
+        git(&user, &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "--quiet", "-m", "initial"]);
+        git(&user, &["push", "--quiet", "origin", "HEAD:main"]);
+        let hook = remote.join("hooks/pre-receive");
+        std::fs::write(&hook, PRE_RECEIVE).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = RepoSpec { name: "shop".into(), remote: remote.display().to_string(), main_branch: "main".into() };
+        let repo = Repo::new(Git::default(), spec, dir.path().join("data/repos/shop.git"));
+        Self { dir, remote, user, repo }
+    }
+
+    fn wt(&self, name: &str) -> PathBuf {
+        self.dir.path().join("data/work").join(name)
+    }
+
+    fn remote_sha(&self, branch: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args(["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])
+            .current_dir(&self.remote)
+            .output()
+            .unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+fn msg(job: i64) -> String {
+    format!(
+        "developer(SHOP-1): auto-commit from developer job {job}\n\nRefs: SHOP-1\nOrch-Job: {job}\nOrch-Attempt: 1\n"
+    )
+}
+
+#[tokio::test]
+async fn branch_commit_fenced_push_and_merge_reach_main_only_through_the_merge() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let main_before = w.remote_sha("main").unwrap();
+    let branch = "feature/SHOP-1-bug-fix-it";
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    assert_eq!(wt.head().await.unwrap(), main_before, "a new branch starts at the remote's main");
+    assert_eq!(wt.commit_all(&msg(1), &Author::default()).await.unwrap(), None, "nothing changed, nothing committed");
+
+    std::fs::write(wt.path.join("fix.txt"), "fixed\n").unwrap();
+    let c1 = wt.commit_all(&msg(1), &Author::default()).await.unwrap().expect("a commit");
+    wt.push_fenced(None).await.unwrap();
+    assert_eq!(w.remote_sha(branch).as_deref(), Some(c1.as_str()));
+    assert_eq!(w.remote_sha("main").unwrap(), main_before, "main unchanged by the item's push");
+    let trailers = git(&w.remote, &["log", "-1", "--format=%(trailers)", &c1]);
+    assert!(trailers.contains("Refs: SHOP-1") && trailers.contains("Orch-Job: 1"), "{trailers}");
+
+    // A stale owner on another node (who still thinks the branch is absent)
+    // cannot move it.
+    let spec = RepoSpec { name: "shop".into(), remote: w.remote.display().to_string(), main_branch: "main".into() };
+    let other = Repo::new(Git::default(), spec, w.dir.path().join("data-b/repos/shop.git"));
+    other.ensure().await.unwrap();
+    let stale = other.worktree(&w.dir.path().join("data-b/work/SHOP-1"), branch, Some(&main_before)).await.unwrap();
+    std::fs::write(stale.path.join("other.txt"), "stale\n").unwrap();
+    stale.commit_all(&msg(9), &Author::default()).await.unwrap();
+    let refused = stale.push_fenced(None).await.unwrap_err();
+    assert!(matches!(refused, Error::PushRejected { .. }), "{refused}");
+    let refused = stale.push_fenced(Some(&main_before)).await.unwrap_err();
+    assert!(matches!(refused, Error::PushRejected { .. }), "{refused}");
+    assert_eq!(w.remote_sha(branch).as_deref(), Some(c1.as_str()), "the branch did not move");
+
+    // A retry after a crash between push and store commit finds its commit.
+    w.repo.fetch().await.unwrap();
+    assert_eq!(w.repo.find_job_commit(branch, 1).await.unwrap().as_deref(), Some(c1.as_str()));
+    assert_eq!(w.repo.find_job_commit(branch, 2).await.unwrap(), None);
+
+    let scratch = w.dir.path().join("data/merge");
+    let merged = w
+        .repo
+        .merge_into_main(&c1, "Merge SHOP-1: Fix it\n\nRefs: SHOP-1\n", &Author::default(), &scratch)
+        .await
+        .unwrap();
+    let Merge::Merged { sha } = merged else { panic!("{merged:?}") };
+    assert_eq!(w.remote_sha("main").as_deref(), Some(sha.as_str()));
+    assert_eq!(git(&w.remote, &["log", "-1", "--format=%s", "main"]), "Merge SHOP-1: Fix it");
+    let again = w.repo.merge_into_main(&c1, "Merge SHOP-1: Fix it\n", &Author::default(), &scratch).await.unwrap();
+    assert!(matches!(again, Merge::AlreadyMerged { .. }), "merging a merged item is success: {again:?}");
+    assert!(!scratch.exists(), "the merge worktree is removed");
+}
+
+#[tokio::test]
+async fn a_main_that_moved_is_merged_again_and_a_conflict_names_its_paths() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let a = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-a", None).await.unwrap();
+    std::fs::write(a.path.join("a.txt"), "a\n").unwrap();
+    let ca = a.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    a.push_fenced(None).await.unwrap();
+    let b = w.repo.worktree(&w.wt("SHOP-2"), "feature/SHOP-2-bug-b", None).await.unwrap();
+    std::fs::write(b.path.join("app.txt"), "line 1\nB\nline 3\n").unwrap();
+    let cb = b.commit_all(&msg(2), &Author::default()).await.unwrap().unwrap();
+    b.push_fenced(None).await.unwrap();
+    let c = w.repo.worktree(&w.wt("SHOP-3"), "feature/SHOP-3-bug-c", None).await.unwrap();
+    std::fs::write(c.path.join("app.txt"), "line 1\nC\nline 3\n").unwrap();
+    let cc = c.commit_all(&msg(3), &Author::default()).await.unwrap().unwrap();
+    c.push_fenced(None).await.unwrap();
+
+    let scratch = w.dir.path().join("data/merge");
+    let author = Author::default();
+    assert!(matches!(
+        w.repo.merge_into_main(&cb, "Merge SHOP-2: b\n", &author, &scratch).await.unwrap(),
+        Merge::Merged { .. }
+    ));
+    // SHOP-1 was branched before SHOP-2 merged: main moved, and it merges again.
+    assert!(matches!(
+        w.repo.merge_into_main(&ca, "Merge SHOP-1: a\n", &author, &scratch).await.unwrap(),
+        Merge::Merged { .. }
+    ));
+    let conflict = w.repo.merge_into_main(&cc, "Merge SHOP-3: c\n", &author, &scratch).await.unwrap();
+    assert_eq!(conflict, Merge::Conflict { paths: vec!["app.txt".into()] });
+    assert!(!scratch.exists());
+    let main = git(&w.remote, &["log", "--first-parent", "--format=%s", "main"]);
+    assert_eq!(main.lines().collect::<Vec<_>>(), vec!["Merge SHOP-1: a", "Merge SHOP-2: b", "initial"]);
+}
+
+#[tokio::test]
+async fn a_branch_orch_did_not_create_is_never_overwritten() {
+    let w = World::new();
+    git(&w.user, &["push", "--quiet", "origin", "HEAD:refs/heads/feature/SHOP-1-bug-x"]);
+    w.repo.ensure().await.unwrap();
+    let err = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-x", None).await.unwrap_err();
+    assert!(matches!(err, Error::ForeignBranch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_agent_that_leaves_its_branch_is_caught_and_undone() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let branch = "feature/SHOP-1-bug-y";
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    let base = wt.head().await.unwrap();
+    let main_before = wt.local_branch_sha("main").await.unwrap();
+    wt.check_contained(&base, "main", main_before.as_deref()).await.unwrap();
+
+    // Commits on main in the worktree's repository.
+    git(&wt.path, &["checkout", "--quiet", "-B", "main", "refs/remotes/origin/main"]);
+    std::fs::write(wt.path.join("evil.txt"), "x\n").unwrap();
+    git(&wt.path, &["add", "."]);
+    git(&wt.path, &["-c", "user.name=a", "-c", "user.email=a@x", "commit", "--quiet", "-m", "evil"]);
+    let err = wt.check_contained(&base, "main", main_before.as_deref()).await.unwrap_err();
+    assert!(err.to_string().contains("checked out refs/heads/main"), "{err}");
+    wt.restore(&base, "main", main_before.as_deref()).await.unwrap();
+    wt.check_contained(&base, "main", main_before.as_deref()).await.unwrap();
+    assert!(!wt.path.join("evil.txt").exists());
+
+    // Detaches HEAD, and rewrites history below the recorded base.
+    git(&wt.path, &["checkout", "--quiet", "--detach"]);
+    assert!(
+        wt.check_contained(&base, "main", main_before.as_deref()).await.unwrap_err().to_string().contains("detached")
+    );
+    wt.restore(&base, "main", main_before.as_deref()).await.unwrap();
+    std::fs::write(wt.path.join("f.txt"), "1\n").unwrap();
+    let c1 = wt.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    git(&wt.path, &["reset", "--quiet", "--hard", &format!("{c1}~1")]);
+    std::fs::write(wt.path.join("g.txt"), "2\n").unwrap();
+    wt.commit_all(&msg(2), &Author::default()).await.unwrap();
+    assert!(wt.check_contained(&c1, "main", main_before.as_deref()).await.unwrap_err().to_string().contains("rewrote"));
+}
+
+#[tokio::test]
+async fn a_second_node_continues_from_the_recorded_sha() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let branch = "feature/SHOP-1-bug-z";
+    let a = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    std::fs::write(a.path.join("a.txt"), "from node A\n").unwrap();
+    let ca = a.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    a.push_fenced(None).await.unwrap();
+
+    // Node B: its own mirror and data folder, never saw the branch.
+    let spec = RepoSpec { name: "shop".into(), remote: w.remote.display().to_string(), main_branch: "main".into() };
+    let b_repo = Repo::new(Git::default(), spec, w.dir.path().join("data-b/repos/shop.git"));
+    b_repo.ensure().await.unwrap();
+    let b = b_repo.worktree(&w.dir.path().join("data-b/work/SHOP-1"), branch, Some(&ca)).await.unwrap();
+    assert_eq!(b.head().await.unwrap(), ca);
+    assert_eq!(std::fs::read_to_string(b.path.join("a.txt")).unwrap(), "from node A\n");
+    std::fs::write(b.path.join("b.txt"), "from node B\n").unwrap();
+    let cb = b.commit_all(&msg(2), &Author::default()).await.unwrap().unwrap();
+    b.push_fenced(Some(&ca)).await.unwrap();
+    assert_eq!(w.remote_sha(branch).as_deref(), Some(cb.as_str()));
+
+    // A reused worktree on node A is put back where the store says.
+    let a2 = w.repo.worktree(&w.wt("SHOP-1"), branch, Some(&cb)).await.unwrap();
+    assert_eq!(a2.head().await.unwrap(), cb);
+    let missing = w
+        .repo
+        .worktree(&w.wt("SHOP-9"), "feature/SHOP-9-bug-q", Some("0123456789012345678901234567890123456789"))
+        .await;
+    assert!(matches!(missing, Err(Error::UnknownCommit { .. })), "{missing:?}");
+}
