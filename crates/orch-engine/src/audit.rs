@@ -15,7 +15,8 @@
 //!   a fenced-out earlier owner's processes for that job were dead (`killed_at`).
 //! - I4: nothing rolls an item back or cancels it after its pull request merged.
 //! - infra: an infrastructure failure (a gate or agent that could not start) is
-//!   retried in place; it never rolls the item back along `on_fail` (DESIGN §7).
+//!   retried in place (a rollback to the stage itself); it never rolls the item
+//!   back to another stage along `on_fail` (DESIGN §7).
 //!
 //! `job.fenced_out` events are not breaches (fencing worked) but are reported as
 //! notices, so an operator sees which owners were fenced and where.
@@ -294,13 +295,20 @@ fn check_item<'a>(config: &Config, events: impl Iterator<Item = &'a Event>) -> V
         {
             breach("I4", vec![merged, e.seq], format!("{} after the pull request merged", kind.as_str()));
         }
+        // The engine records a retry in place as a rollback to the stage itself
+        // (`decide` on an errored run), so only a move to another stage breaks the rule.
         if kind == EventKind::ItemRolledBack
+            && e.to != e.from
             && let Some(reason) = e.reason.as_deref().filter(|r| r.starts_with(INFRASTRUCTURE_REASON_PREFIX))
         {
             breach(
                 "infra",
                 vec![e.seq],
-                format!("rolled back on an infrastructure failure, which must be retried in place: {reason}"),
+                format!(
+                    "rolled back {} -> {} on an infrastructure failure, which must be retried in place: {reason}",
+                    e.from.as_deref().unwrap_or("?"),
+                    e.to.as_deref().unwrap_or("?")
+                ),
             );
         }
         if let Err(msg) = check_step(config, &mut walk, kind, e) {
@@ -562,18 +570,25 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_on_an_infrastructure_failure_is_a_breach_and_a_red_check_is_not() {
+    fn a_rollback_to_another_stage_on_an_infrastructure_failure_is_a_breach_and_a_retry_in_place_is_not() {
         let mut infra = ev(2, "item.rolled_back", "testing", "development", 2, 2);
         infra.reason = Some("infrastructure: gate retest could not start: No such file or directory".into());
         let events = vec![created(), ev(1, "item.advanced", "development", "testing", 1, 1), infra];
         let b = audit(&config(), &events);
         assert_eq!(b.len(), 1, "{b:?}");
         assert_eq!((b[0].invariant, b[0].events.clone()), ("infra", vec![2]));
+        assert!(b[0].message.contains("testing -> development"), "{}", b[0].message);
         assert!(b[0].message.contains("gate retest could not start"), "{}", b[0].message);
 
         let mut red = ev(2, "item.rolled_back", "testing", "development", 2, 2);
         red.reason = Some("gate retest failed: 2 tests failed".into());
         let events = vec![created(), ev(1, "item.advanced", "development", "testing", 1, 1), red];
+        assert_eq!(audit(&config(), &events), vec![]);
+
+        // The retry in place the rule asks for is recorded as a rollback to the stage itself.
+        let mut in_place = ev(2, "item.rolled_back", "testing", "testing", 2, 2);
+        in_place.reason = Some("infrastructure: gate retest could not start: No such file or directory".into());
+        let events = vec![created(), ev(1, "item.advanced", "development", "testing", 1, 1), in_place];
         assert_eq!(audit(&config(), &events), vec![]);
     }
 

@@ -1,13 +1,15 @@
 //! `audit_store` over a real store, SQLite and PostgreSQL: it pages through more
 //! items than one page holds, across two key prefixes, checks every event exactly
 //! once, and pins an injected overlap (I3) and a fenced-out notice on the right item.
+//! And over what the engine really writes: an infrastructure failure retried in
+//! place is no breach.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use orch_core::{EventKind, ItemKind, ItemState, KeyPrefix, StageName, TrackName};
+use orch_core::{EventKind, ItemKind, ItemState, ItemStatus, KeyPrefix, StageName, TrackName};
 use orch_engine::audit::audit_store;
 use orch_store::{NewEvent, NewItem};
 use serde_json::json;
@@ -91,4 +93,29 @@ async fn sqlite_audit_store_checks_every_item_once_and_pins_the_overlap() {
 async fn postgres_audit_store_checks_every_item_once_and_pins_the_overlap() {
     let h = Harness::from_text_pg(config_text("", FAST_REAPER)).await;
     audit_store_checks_every_item_once_and_pins_the_overlap(&h).await;
+}
+
+/// A gate that cannot start fails the job as an infrastructure error; the engine
+/// retries the stage in place, recording `item.rolled_back` from the stage to
+/// itself, which the audit must not mistake for a rollback along `on_fail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infrastructure_failure_retried_in_place_is_no_breach() {
+    let h = Harness::new(
+        "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"missing\"]\non_fail = \"development\"\n\
+         [gates.missing]\ncommand = [\"./gates/not-there.sh\"]\ntimeout_s = 5\n\
+         [stages.development]\nrole = \"developer\"\nmax_attempts = 2\n",
+    )
+    .await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    h.wait_status(&key, ItemStatus::Blocked).await;
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+
+    let events = h.events(&key).await;
+    let retry = events.iter().find(|e| e.kind == "item.rolled_back").expect("the stage was retried");
+    assert_eq!((retry.from.as_deref(), retry.to.as_deref()), (Some("development"), Some("development")));
+    assert!(retry.reason.as_deref().is_some_and(|r| r.starts_with("infrastructure:")), "{retry:?}");
+    h.assert_audit_clean().await;
 }
