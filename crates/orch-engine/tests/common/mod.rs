@@ -247,11 +247,22 @@ impl Harness {
         .await
     }
 
-    /// The audit over every event in the store must find nothing.
+    /// The audit over every event in the store must find nothing, both over the
+    /// whole log at once and streamed item by item as `orch audit` does. Nodes may
+    /// still be appending (the chaos test audits mid-run), so the streamed audit,
+    /// which reads later, must have seen at least every event the whole-log read did.
     pub async fn assert_audit_clean(&self) {
         let events = self.store.events_since(0, 1_000_000).await.unwrap();
         let breaches = orch_engine::audit::audit(&self.config, &events);
         assert!(breaches.is_empty(), "audit breaches: {breaches:#?}");
+        let report = orch_engine::audit::audit_store(&*self.store, &self.config).await.unwrap();
+        assert!(report.is_clean(), "streamed audit breaches: {:#?}", report.breaches);
+        assert!(
+            report.events_checked >= events.len() as u64,
+            "the streamed audit checked {} events, fewer than the {} already in the log",
+            report.events_checked,
+            events.len()
+        );
     }
 }
 
