@@ -115,3 +115,11 @@ pub(crate) async fn wait(
     registry::forget(started.record.take());
     ended
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_infrastructure_prefix_is_the_one_the_audit_looks_for() {
+        assert!(super::INFRA.starts_with(crate::audit::INFRASTRUCTURE_REASON_PREFIX));
+    }
+}
