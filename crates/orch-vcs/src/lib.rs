@@ -16,7 +16,7 @@ mod repo;
 
 pub use branch::{SLUG_MAX, item_branch, slug};
 pub use git::Git;
-pub use repo::{Author, Repo, RepoSpec, Worktree};
+pub use repo::{Author, Preview, Repo, RepoSpec, Worktree, resolve_remote};
 
 /// What merging an item into main did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub enum Error {
     Failed { command: String, code: i32, stderr: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("repo {repo}: {path} is not a git repository ({why})")]
+    NotARepo { repo: String, path: String, why: String },
+    #[error("repo {repo}: the clone at {path} has no remote named origin (set `url` or add one)")]
+    NoRemote { repo: String, path: String },
     #[error("repo {repo}: the remote has no branch {branch}")]
     NoMainBranch { repo: String, branch: String },
     #[error("repo {repo}: the remote already has a branch {branch} that orch did not create; orch never overwrites it")]

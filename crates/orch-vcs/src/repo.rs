@@ -313,6 +313,87 @@ impl Repo {
     }
 }
 
+/// The remote a repo entry names: `url` as given, or the `origin` of the local
+/// clone at `path` (a relative origin resolved against the clone). orch never
+/// works in that clone; it only learns where the remote is.
+///
+/// # Errors
+/// `Error::NotARepo` when `path` is not a git repository, `Error::NoRemote` when
+/// it has no `origin`.
+pub async fn resolve_remote(git: &Git, repo: &str, path: Option<&Path>, url: Option<&str>) -> Result<String, Error> {
+    if let Some(url) = url {
+        return Ok(url.to_owned());
+    }
+    let Some(path) = path else { return Err(Error::NoRemote { repo: repo.to_owned(), path: String::new() }) };
+    let shown = path.display().to_string();
+    if !path.exists() {
+        return Err(Error::NotARepo { repo: repo.to_owned(), path: shown, why: "no such folder".to_owned() });
+    }
+    let inside = git.output(path, &["rev-parse", "--git-dir"], &[]).await?;
+    if inside.code != 0 {
+        return Err(Error::NotARepo { repo: repo.to_owned(), path: shown, why: inside.stderr.trim().to_owned() });
+    }
+    let out = git.output(path, &["remote", "get-url", "origin"], &[]).await?;
+    if out.code != 0 {
+        return Err(Error::NoRemote { repo: repo.to_owned(), path: shown });
+    }
+    let origin = out.stdout.trim().to_owned();
+    // A local path relative to the clone (`../remote.git`) means nothing from
+    // anywhere else: make it absolute.
+    let looks_local = !origin.contains("://") && !origin.contains('@') && !origin.starts_with('/');
+    if looks_local && path.join(&origin).exists() {
+        return Ok(std::fs::canonicalize(path.join(&origin)).map_or(origin, |p| p.display().to_string()));
+    }
+    Ok(origin)
+}
+
+/// A merge of an item's commit with the current main, checked out for a
+/// merge-preview gate: what will land, not the branch alone.
+#[derive(Debug)]
+pub enum Preview {
+    /// The merged tree is checked out at this path.
+    Ready(PathBuf),
+    /// The branch conflicts with main in these paths.
+    Conflict(Vec<String>),
+}
+
+impl Repo {
+    /// Checks out `sha` merged with the remote's current main at `path` (a
+    /// detached temporary worktree; remove it with [`Repo::remove_worktree`]).
+    ///
+    /// # Errors
+    /// Git failures other than a conflict.
+    pub async fn merge_preview(&self, sha: &str, path: &Path, author: &Author) -> Result<Preview, Error> {
+        self.fetch().await?;
+        let main = self.remote_sha(&self.spec.main_branch).await?.ok_or_else(|| Error::NoMainBranch {
+            repo: self.spec.name.clone(),
+            branch: self.spec.main_branch.clone(),
+        })?;
+        if path.exists() {
+            let _ = self.remove_worktree(path).await;
+            let _ = std::fs::remove_dir_all(path);
+        }
+        let p = path.display().to_string();
+        self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, &main]).await?;
+        let out =
+            self.git.output(path, &["merge", "--no-ff", "--quiet", "-m", "merge preview", sha], &author.env()).await?;
+        if out.code == 0 {
+            return Ok(Preview::Ready(path.to_path_buf()));
+        }
+        let paths = self.git.run(path, &["diff", "--name-only", "--diff-filter=U"]).await.unwrap_or_default();
+        let _ = self.remove_worktree(path).await;
+        let paths: Vec<String> = paths.lines().map(str::to_owned).collect();
+        if paths.is_empty() {
+            return Err(Error::Failed {
+                command: format!("git merge {sha}"),
+                code: out.code,
+                stderr: out.stderr.trim().to_owned(),
+            });
+        }
+        Ok(Preview::Conflict(paths))
+    }
+}
+
 enum MergeTry {
     Merged(String),
     Conflict(Vec<String>),

@@ -235,3 +235,65 @@ async fn a_second_node_continues_from_the_recorded_sha() {
         .await;
     assert!(matches!(missing, Err(Error::UnknownCommit { .. })), "{missing:?}");
 }
+
+#[tokio::test]
+async fn the_remote_is_found_from_a_clone_and_bad_paths_are_named() {
+    let w = World::new();
+    let g = Git::default();
+    let found = orch_vcs::resolve_remote(&g, "shop", Some(&w.user), None).await.unwrap();
+    assert_eq!(std::fs::canonicalize(&found).unwrap(), std::fs::canonicalize(&w.remote).unwrap());
+    let url = orch_vcs::resolve_remote(&g, "shop", Some(&w.user), Some("https://example.invalid/x.git")).await.unwrap();
+    assert_eq!(url, "https://example.invalid/x.git");
+    let plain = w.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let err = orch_vcs::resolve_remote(&g, "shop", Some(&plain), None).await.unwrap_err();
+    assert!(err.to_string().starts_with("repo shop: ") && err.to_string().contains("is not a git repository"), "{err}");
+    git(&plain, &["init", "--quiet"]);
+    let err = orch_vcs::resolve_remote(&g, "shop", Some(&plain), None).await.unwrap_err();
+    assert!(matches!(err, Error::NoRemote { .. }), "{err}");
+    let spec = RepoSpec {
+        name: "shop".into(),
+        remote: w.dir.path().join("nowhere.git").display().to_string(),
+        main_branch: "main".into(),
+    };
+    let unreachable = Repo::new(Git::default(), spec, w.dir.path().join("m.git")).ensure().await.unwrap_err();
+    assert!(unreachable.to_string().contains("nowhere.git"), "{unreachable}");
+    let spec = RepoSpec { name: "shop".into(), remote: w.remote.display().to_string(), main_branch: "trunk".into() };
+    let no_main = Repo::new(Git::default(), spec, w.dir.path().join("m2.git")).ensure().await.unwrap_err();
+    assert!(matches!(no_main, Error::NoMainBranch { .. }), "{no_main}");
+}
+
+#[tokio::test]
+async fn a_merge_preview_checks_out_what_will_land_or_names_the_conflict() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let a = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-a", None).await.unwrap();
+    std::fs::write(a.path.join("app.txt"), "line 1\nA\nline 3\n").unwrap();
+    let ca = a.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    a.push_fenced(None).await.unwrap();
+    // Main moves on with a file the branch never saw.
+    let b = w.repo.worktree(&w.wt("SHOP-2"), "feature/SHOP-2-bug-b", None).await.unwrap();
+    std::fs::write(b.path.join("new.txt"), "on main\n").unwrap();
+    let cb = b.commit_all(&msg(2), &Author::default()).await.unwrap().unwrap();
+    b.push_fenced(None).await.unwrap();
+    // SHOP-3 branches before SHOP-2 lands and adds the same file differently.
+    let c = w.repo.worktree(&w.wt("SHOP-3"), "feature/SHOP-3-bug-c", None).await.unwrap();
+    std::fs::write(c.path.join("new.txt"), "conflicting\n").unwrap();
+    let cc = c.commit_all(&msg(3), &Author::default()).await.unwrap().unwrap();
+    let scratch = w.dir.path().join("data/merge");
+    w.repo.merge_into_main(&cb, "Merge SHOP-2: b\n", &Author::default(), &scratch).await.unwrap();
+
+    let preview = w.dir.path().join("data/preview");
+    let orch_vcs::Preview::Ready(p) = w.repo.merge_preview(&ca, &preview, &Author::default()).await.unwrap() else {
+        panic!("expected a clean preview")
+    };
+    assert_eq!(std::fs::read_to_string(p.join("app.txt")).unwrap(), "line 1\nA\nline 3\n");
+    assert_eq!(std::fs::read_to_string(p.join("new.txt")).unwrap(), "on main\n", "main's changes are in the preview");
+    w.repo.remove_worktree(&p).await.unwrap();
+    let conflict = w.repo.merge_preview(&cc, &preview, &Author::default()).await.unwrap();
+    assert!(
+        matches!(&conflict, orch_vcs::Preview::Conflict(paths) if paths == &["new.txt".to_owned()]),
+        "{conflict:?}"
+    );
+    assert!(!preview.exists());
+}
