@@ -23,6 +23,10 @@ pub const ISOLATION: &str = "auto";
 
 /// A repo's `forge`.
 pub const FORGE: &str = "local";
+/// A repo's `author_name`: who orch's auto-commits and merges are by.
+pub const AUTHOR_NAME: &str = "orch";
+/// A repo's `author_email`.
+pub const AUTHOR_EMAIL: &str = "orch@localhost";
 /// A repo's `main_branch`.
 pub const MAIN_BRANCH: &str = "main";
 /// The track each kind of item starts on, unless a repo's `tracks` says otherwise.

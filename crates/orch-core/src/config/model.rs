@@ -140,8 +140,14 @@ pub enum ForgeKind {
 pub struct RepoConfig {
     pub name: String,
     pub key: KeyPrefix,
-    /// A local clone, relative to the config's folder.
+    /// A local clone, relative to the config's folder, whose `origin` is the
+    /// remote (orch never works in it). Empty when `url` names the remote.
     pub path: PathBuf,
+    /// The remote itself, when no local clone is named.
+    pub url: Option<String>,
+    /// Who orch's commits are by.
+    pub author_name: String,
+    pub author_email: String,
     pub forge: ForgeKind,
     pub main_branch: String,
     /// The track each kind of item starts on.
@@ -247,6 +253,19 @@ pub struct GateConfig {
     pub command: Vec<String>,
     pub timeout_s: f64,
     pub metric: Option<MetricSpec>,
+    /// What the gate runs on.
+    pub on: GateTree,
+}
+
+/// The tree a gate checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateTree {
+    /// The item's branch as the agents left it.
+    #[default]
+    Branch,
+    /// The branch merged with the current main: what will land.
+    MergePreview,
 }
 
 impl GateConfig {

@@ -39,7 +39,10 @@ pub(crate) struct RawRepo {
     pub(crate) index: usize,
     pub(crate) name: At<String>,
     pub(crate) key: At<String>,
-    pub(crate) path: At<String>,
+    pub(crate) path: Option<At<String>>,
+    pub(crate) url: Option<At<String>>,
+    pub(crate) author_name: Option<At<String>>,
+    pub(crate) author_email: Option<At<String>>,
     pub(crate) forge: Option<At<String>>,
     pub(crate) main_branch: Option<At<String>>,
     pub(crate) tracks: Vec<(ItemKind, At<String>)>,
@@ -84,6 +87,7 @@ pub(crate) struct RawGate {
     pub(crate) command: Strings,
     pub(crate) timeout_s: Option<At<f64>>,
     pub(crate) metric: Option<RawMetric>,
+    pub(crate) on: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -338,11 +342,28 @@ impl Reader<'_, '_> {
         let at = self.origin(v);
         let name = self.required_string(&path, &at, t, "name", "a unique name for the repo, used by `--repo`");
         let key = self.required_string(&path, &at, t, "key", "the item key prefix, e.g. \"SHOP\" for SHOP-1");
-        let repo_path = self.required_string(&path, &at, t, "path", "the repo's local clone, relative to this file");
+        let repo_path = self.optional(t, "path", |r, v| r.string(&join(&path, "path"), v));
+        let url = self.optional(t, "url", |r, v| r.string(&join(&path, "url"), v));
+        if repo_path.is_none() && url.is_none() {
+            self.missing(&path, &at, "path", "the repo's local clone relative to this file, or `url` for its remote");
+        }
+        let author_name = self.optional(t, "author_name", |r, v| r.string(&join(&path, "author_name"), v));
+        let author_email = self.optional(t, "author_email", |r, v| r.string(&join(&path, "author_email"), v));
         let forge = self.optional(t, "forge", |r, v| r.string(&join(&path, "forge"), v));
         let main_branch = self.optional(t, "main_branch", |r, v| r.string(&join(&path, "main_branch"), v));
         let tracks = self.optional(t, "tracks", |r, v| r.repo_tracks(&join(&path, "tracks"), v)).unwrap_or_default();
-        Some(RawRepo { index, name: name?, key: key?, path: repo_path?, forge, main_branch, tracks })
+        Some(RawRepo {
+            index,
+            name: name?,
+            key: key?,
+            path: repo_path,
+            url,
+            author_name,
+            author_email,
+            forge,
+            main_branch,
+            tracks,
+        })
     }
 
     /// A repo's `tracks = { bug = "quick", … }`: keys must be item kinds.
@@ -412,7 +433,8 @@ impl Reader<'_, '_> {
         };
         let timeout_s = self.optional(t, "timeout_s", |r, v| r.seconds(&join(&path, "timeout_s"), v));
         let metric = self.optional(t, "metric", |r, v| r.metric(&join(&path, "metric"), v));
-        Some(RawGate { name, command: command?, timeout_s, metric })
+        let on = self.optional(t, "on", |r, v| r.string(&join(&path, "on"), v));
+        Some(RawGate { name, command: command?, timeout_s, metric, on })
     }
 
     fn metric(&mut self, path: &str, v: &Value<'_>) -> Option<RawMetric> {

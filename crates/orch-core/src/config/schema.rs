@@ -6,7 +6,8 @@
 pub(crate) const TOP: &[&str] =
     &["server", "store", "node", "reaper", "repos", "agents", "tracks", "stages", "edges", "gates"];
 /// Keys of one `[[repos]]` entry.
-pub(crate) const REPO: &[&str] = &["name", "key", "path", "forge", "main_branch", "tracks"];
+pub(crate) const REPO: &[&str] =
+    &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email"];
 /// Keys of one `[agents.<role>]` table.
 pub(crate) const AGENT: &[&str] = &["adapter", "command", "timeout_s", "verdict"];
 /// Keys of one `[tracks.<name>]` table.
@@ -16,7 +17,7 @@ pub(crate) const STAGE: &[&str] = &["role", "max_attempts"];
 /// Keys of one `[[edges]]` entry.
 pub(crate) const EDGE: &[&str] = &["from", "to", "gates", "on_fail", "approval"];
 /// Keys of one `[gates.<name>]` table.
-pub(crate) const GATE: &[&str] = &["command", "timeout_s", "metric"];
+pub(crate) const GATE: &[&str] = &["command", "timeout_s", "metric", "on"];
 /// Keys of a gate's `metric` table.
 pub(crate) const METRIC: &[&str] = &["regex", "min"];
 

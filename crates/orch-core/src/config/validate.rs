@@ -16,7 +16,7 @@ use super::defaults;
 use super::diag::{At, Origin, Sink};
 use super::graph::Graph;
 use super::model::{
-    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, Isolation, MetricSpec, NodeConfig, ReaperConfig,
+    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, GateTree, Isolation, MetricSpec, NodeConfig, ReaperConfig,
     RepoConfig, ServerConfig, StoreConfig, VerdictSource,
 };
 use super::raw::{RawAgent, RawConfig, RawGate, RawRepo};
@@ -276,7 +276,19 @@ impl Validator<'_> {
                 }
             }
         });
-        GateConfig { command, timeout_s: timeout.value, metric }
+        let on = match &g.on {
+            None => GateTree::Branch,
+            Some(o) => match o.value.as_str() {
+                "branch" => GateTree::Branch,
+                "merge-preview" => GateTree::MergePreview,
+                other => {
+                    let msg = unknown_value("gate tree", other, &["branch", "merge-preview"]);
+                    self.sink.error(&o.origin, format!("{path}.on"), msg);
+                    GateTree::Branch
+                }
+            },
+        };
+        GateConfig { command, timeout_s: timeout.value, metric, on }
     }
 
     fn repos(&mut self, tracks: &BTreeMap<TrackName, super::model::TrackConfig>) -> Vec<RepoConfig> {
@@ -319,9 +331,17 @@ impl Validator<'_> {
                     None
                 }
             };
-            if r.path.value.is_empty() {
+            if let Some(p) = &r.path
+                && p.value.is_empty()
+            {
                 let msg = "expected the path of the repo's local clone (relative to this file), got an empty string";
-                self.sink.error(&r.path.origin, format!("{path}.path"), msg);
+                self.sink.error(&p.origin, format!("{path}.path"), msg);
+            }
+            if let Some(u) = &r.url
+                && u.value.is_empty()
+            {
+                let msg = "expected the URL (or path) of the repo's remote, got an empty string";
+                self.sink.error(&u.origin, format!("{path}.url"), msg);
             }
             let forge = match &r.forge {
                 None => ForgeKind::Local,
@@ -362,7 +382,16 @@ impl Validator<'_> {
                 out.push(RepoConfig {
                     name: r.name.value.clone(),
                     key,
-                    path: PathBuf::from(&r.path.value),
+                    path: r.path.as_ref().map(|p| PathBuf::from(&p.value)).unwrap_or_default(),
+                    url: r.url.as_ref().map(|u| u.value.clone()),
+                    author_name: r
+                        .author_name
+                        .as_ref()
+                        .map_or_else(|| defaults::AUTHOR_NAME.to_owned(), |a| a.value.clone()),
+                    author_email: r
+                        .author_email
+                        .as_ref()
+                        .map_or_else(|| defaults::AUTHOR_EMAIL.to_owned(), |a| a.value.clone()),
                     forge,
                     main_branch: main_branch.value,
                     tracks: kinds.into_iter().map(|(k, t)| (k, TrackName::new(t.value))).collect(),

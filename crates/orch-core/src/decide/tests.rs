@@ -45,7 +45,10 @@ fn config() -> Config {
     let agents =
         ["analyst", "developer", "tester", "deployer"].iter().map(|r| (RoleName::from(*r), agent.clone())).collect();
     let mut gates = BTreeMap::new();
-    gates.insert(GateName::from("retest"), GateConfig { command: vec!["true".into()], timeout_s: 5.0, metric: None });
+    gates.insert(
+        GateName::from("retest"),
+        GateConfig { command: vec!["true".into()], timeout_s: 5.0, metric: None, on: crate::config::GateTree::Branch },
+    );
     Config {
         source: PathBuf::from("orch.toml"),
         server: ServerConfig { listen: "127.0.0.1:7700".into() },
@@ -61,6 +64,9 @@ fn config() -> Config {
             name: "shop".into(),
             key: KeyPrefix::new("SHOP").expect("valid"),
             path: ".".into(),
+            url: None,
+            author_name: "orch".into(),
+            author_email: "orch@localhost".into(),
             forge: ForgeKind::Local,
             main_branch: "main".into(),
             tracks: [(ItemKind::Bug, TrackName::from("quick"))].into_iter().collect(),
