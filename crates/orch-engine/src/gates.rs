@@ -97,6 +97,7 @@ async fn run_gate(
         metric,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         reason: Some(reason),
+        sha: None,
     };
     let Some(gate) = ctx.config.gates.get(name) else {
         return GateRun::CouldNotStart(fail(format!("{INFRA}gate {name} is not in the config"), None, None));
@@ -170,5 +171,6 @@ async fn run_gate(
         metric,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         reason: None,
+        sha: None,
     })
 }

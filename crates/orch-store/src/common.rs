@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use sqlx::types::Json;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{ActiveJob, Error, Event, Item, Job, JobId, NodeRecord, PullRequest, Result};
+use crate::{
+    ActiveJob, Error, Event, GateResult, Item, Job, JobId, NewEvent, NewPr, NodeRecord, PrCheck, PrUpdate, PullRequest,
+    Result,
+};
 
 /// The columns `job_from_row` reads, in one place so every job query selects the same.
 macro_rules! job_columns {
@@ -33,12 +36,37 @@ macro_rules! job_columns_j {
 }
 pub(crate) use job_columns_j;
 
-/// The item columns `item_from_row` reads (items `i` left-joined with prs `p`).
+/// The pull request columns `pr_from_row` reads, from the table alias `p`, each
+/// named `pr_*`: one list serves the PR queries and the items' LEFT JOIN alike, so
+/// `Item.pr` and `get_pr` cannot disagree on a field.
+macro_rules! pr_columns {
+    () => {
+        "p.item AS pr_item, p.number AS pr_number, p.repo AS pr_repo, p.title AS pr_title, \
+         p.body AS pr_body, p.branch AS pr_branch, p.head_sha AS pr_head_sha, p.url AS pr_url, \
+         p.state AS pr_state, p.merge_sha AS pr_merge_sha, p.checks AS pr_checks, \
+         p.created_at AS pr_created_at, p.updated_at AS pr_updated_at"
+    };
+}
+pub(crate) use pr_columns;
+
+/// `SELECT` of pull requests (`prs p`); the caller adds `WHERE …`.
+macro_rules! pr_select {
+    () => {
+        concat!("SELECT ", $crate::common::pr_columns!(), " FROM prs p ")
+    };
+}
+pub(crate) use pr_select;
+
+/// The item columns `item_from_row` reads (items `i` left-joined with prs `p`), so
+/// an item and its whole PR come back in one query.
 macro_rules! item_select {
     () => {
-        "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
-         i.attempts, i.branch, i.created_at, i.updated_at, p.url AS pr_url, p.state AS pr_state, \
-         p.merge_sha AS pr_merge_sha FROM items i LEFT JOIN prs p ON p.item = i.key "
+        concat!(
+            "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
+             i.attempts, i.branch, i.head_sha, i.created_at, i.updated_at, ",
+            $crate::common::pr_columns!(),
+            " FROM items i LEFT JOIN prs p ON p.item = i.key "
+        )
     };
 }
 pub(crate) use item_select;
@@ -164,6 +192,134 @@ pub(crate) fn event_data(kind: EventKind, data: &Value, expected_version: Option
     }
 }
 
+/// Refuses an empty value where the store needs one (a branch, a SHA, a URL).
+pub(crate) fn require(what: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() { Err(Error::Invalid(format!("{what} must not be empty"))) } else { Ok(()) }
+}
+
+/// Refuses a pull request state orch does not know.
+pub(crate) fn check_pr_state(state: &str) -> Result<()> {
+    if PullRequest::STATES.contains(&state) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "unknown pull request state {state:?}: expected one of {}",
+            PullRequest::STATES.join(", ")
+        )))
+    }
+}
+
+/// Checks a new PR's fields before anything is written.
+pub(crate) fn validate_new_pr(new: &NewPr) -> Result<()> {
+    require("a pull request's branch", &new.branch)?;
+    require("a pull request's head SHA", &new.head_sha)?;
+    require("a pull request's URL", &new.url)
+}
+
+/// The PR `open_pr` creates for `new` on the item numbered `number`.
+pub(crate) fn new_pr(new: NewPr, number: i64, now: Timestamp) -> PullRequest {
+    PullRequest {
+        url: new.url,
+        state: PullRequest::OPEN.to_owned(),
+        merge_sha: None,
+        item: new.item,
+        number,
+        repo: new.repo,
+        title: new.title,
+        body: new.body,
+        branch: new.branch,
+        head_sha: Some(new.head_sha),
+        checks: BTreeMap::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The one copy of `update_pr`'s rules, applied to the stored PR under its row
+/// lock (or the single writer) before it is written back: the set fields replace
+/// the stored ones, a check replaces its gate's entry, and a merged PR stays
+/// merged. On `Err` the PR is unchanged.
+pub(crate) fn apply_pr_update(pr: &mut PullRequest, update: PrUpdate, now: Timestamp) -> Result<()> {
+    if let Some(state) = &update.state {
+        check_pr_state(state)?;
+        if pr.state == PullRequest::MERGED && state != PullRequest::MERGED {
+            return Err(Error::Invalid(format!(
+                "pull request #{} of {} is merged and cannot become {state} (merged -> {state}): a merge is final",
+                pr.number, pr.item
+            )));
+        }
+    }
+    if let Some((gate, _)) = &update.check {
+        require("a check's gate", gate)?;
+    }
+    let PrUpdate { head_sha, body, state, merge_sha, check } = update;
+    if head_sha.is_some() {
+        pr.head_sha = head_sha;
+    }
+    if let Some(body) = body {
+        pr.body = body;
+    }
+    if let Some(state) = state {
+        pr.state = state;
+    }
+    if merge_sha.is_some() {
+        pr.merge_sha = merge_sha;
+    }
+    if let Some((gate, check)) = check {
+        pr.checks.insert(gate, check);
+    }
+    pr.updated_at = now;
+    Ok(())
+}
+
+/// `update_pr` of an item that has no pull request.
+pub(crate) fn no_pr(item: &ItemKey) -> Error {
+    Error::NotFound { what: format!("pull request of item {item}") }
+}
+
+/// `open_pr` with a branch another item's pull request already has.
+pub(crate) fn branch_taken(branch: &str) -> Error {
+    Error::Invalid(format!("branch {branch} already has a pull request of another item; each item has its own branch"))
+}
+
+/// A row selected with `pr_select!` whose `item` is null, which the schema forbids.
+pub(crate) fn missing_pr_item() -> Error {
+    corrupt("prs", "column item is null")
+}
+
+/// Encodes a PR's checks for the `checks` column.
+pub(crate) fn pr_checks_json(checks: &BTreeMap<String, PrCheck>) -> Result<Value> {
+    serde_json::to_value(checks).map_err(|e| Error::Invalid(format!("checks cannot be encoded: {e}")))
+}
+
+/// Decodes the `checks` column.
+pub(crate) fn pr_checks_from_json(value: Value) -> Result<BTreeMap<String, PrCheck>> {
+    serde_json::from_value(value).map_err(|e| corrupt("prs", format!("column checks: {e}")))
+}
+
+/// An owner's event as stored: the job's item, and the job and epoch where the
+/// caller left them unset (as `commit_transition` fills its events).
+pub(crate) fn owner_event(ev: &NewEvent, item: &ItemKey, job: JobId, epoch: i64) -> NewEvent {
+    NewEvent {
+        item: item.clone(),
+        job: ev.job.or(Some(job)),
+        kind: ev.kind,
+        from: ev.from.clone(),
+        to: ev.to.clone(),
+        epoch: ev.epoch.or(Some(epoch)),
+        reason: ev.reason.clone(),
+        data: ev.data.clone(),
+    }
+}
+
+/// The `data` of a gate's event: what the audit and the forge need to know of it.
+pub(crate) fn gate_event_data(result: &GateResult) -> Value {
+    json!({
+        "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
+        "duration_ms": result.duration_ms, "sha": result.sha,
+    })
+}
+
 /// Serialises an item's attempts map for the `attempts` TEXT column.
 pub(crate) fn attempts_json(attempts: &BTreeMap<StageName, u32>) -> Result<String> {
     serde_json::to_string(attempts).map_err(|e| Error::Invalid(format!("attempts cannot be encoded: {e}")))
@@ -241,6 +397,45 @@ where
     })
 }
 
+/// Decodes the pull request in a row (selected with `pr_columns!`); `None` when the
+/// row has none (an item without a PR, through the LEFT JOIN).
+pub(crate) fn pr_from_row<R>(row: &R) -> Result<Option<PullRequest>>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+    for<'r> Json<Value>: Decode<'r, R::Database>,
+    Json<Value>: Type<R::Database>,
+{
+    const T: &str = "prs";
+    let Some(item) = get::<_, Option<String>>(row, T, "pr_item")? else { return Ok(None) };
+    // Through the items' LEFT JOIN every PR column decodes as nullable; once the
+    // row has a PR, only head_sha and merge_sha may really be null.
+    let required = |v: Option<i64>, col: &'static str| v.ok_or_else(|| corrupt(T, format!("column {col} is null")));
+    let text = |col: &'static str| -> Result<String> {
+        get::<_, Option<String>>(row, T, col)?.ok_or_else(|| corrupt(T, format!("column {col} is null")))
+    };
+    let checks: Option<Json<Value>> = get(row, T, "pr_checks")?;
+    Ok(Some(PullRequest {
+        url: text("pr_url")?,
+        state: text("pr_state")?,
+        merge_sha: get(row, T, "pr_merge_sha")?,
+        item: parse(T, "item", &item)?,
+        number: required(get(row, T, "pr_number")?, "number")?,
+        repo: text("pr_repo")?,
+        title: text("pr_title")?,
+        body: text("pr_body")?,
+        branch: text("pr_branch")?,
+        head_sha: get(row, T, "pr_head_sha")?,
+        checks: pr_checks_from_json(checks.map_or(Value::Object(Default::default()), |j| j.0))?,
+        created_at: Timestamp::from_millis(required(get(row, T, "pr_created_at")?, "created_at")?),
+        updated_at: Timestamp::from_millis(required(get(row, T, "pr_updated_at")?, "updated_at")?),
+    }))
+}
+
 /// Decodes one item row (selected with `item_select!`).
 pub(crate) fn item_from_row<R>(row: &R) -> Result<Item>
 where
@@ -250,6 +445,8 @@ where
     i64: Type<R::Database>,
     for<'r> String: Decode<'r, R::Database>,
     String: Type<R::Database>,
+    for<'r> Json<Value>: Decode<'r, R::Database>,
+    Json<Value>: Type<R::Database>,
 {
     const T: &str = "items";
     let key: String = get(row, T, "key")?;
@@ -258,15 +455,7 @@ where
     let attempts: String = get(row, T, "attempts")?;
     let attempts: BTreeMap<StageName, u32> =
         serde_json::from_str(&attempts).map_err(|e| corrupt(T, format!("column attempts: {e}")))?;
-    let pr_url: Option<String> = get(row, T, "pr_url")?;
-    let pr = match pr_url {
-        Some(url) => Some(PullRequest {
-            url,
-            state: get::<_, Option<String>>(row, T, "pr_state")?.unwrap_or_default(),
-            merge_sha: get(row, T, "pr_merge_sha")?,
-        }),
-        None => None,
-    };
+    let pr = pr_from_row(row)?;
     Ok(Item {
         key: parse(T, "key", &key)?,
         repo: get(row, T, "repo")?,
@@ -279,9 +468,37 @@ where
         version: get(row, T, "version")?,
         attempts,
         branch: get(row, T, "branch")?,
+        head_sha: get(row, T, "head_sha")?,
         pr,
         created_at: Timestamp::from_millis(get(row, T, "created_at")?),
         updated_at: Timestamp::from_millis(get(row, T, "updated_at")?),
+    })
+}
+
+/// Decodes one gate result row (`gate, passed, exit_code, metric, duration_ms,
+/// reason, sha`).
+pub(crate) fn gate_result_from_row<R>(row: &R) -> Result<GateResult>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database>,
+    f64: Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database>,
+    bool: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+{
+    const T: &str = "gate_results";
+    Ok(GateResult {
+        gate: get(row, T, "gate")?,
+        passed: get(row, T, "passed")?,
+        exit_code: to_i32(T, "exit_code", get(row, T, "exit_code")?)?,
+        metric: get(row, T, "metric")?,
+        duration_ms: get(row, T, "duration_ms")?,
+        reason: get(row, T, "reason")?,
+        sha: get(row, T, "sha")?,
     })
 }
 

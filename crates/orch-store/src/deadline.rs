@@ -25,8 +25,9 @@ use orch_core::{ItemKey, Timestamp};
 use tokio::sync::Notify;
 
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem,
-    NodeRecord, NodeRegistration, Page, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
+    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
+    TransitionCommit,
 };
 
 /// A store whose every call ends within `limit`, answered or not.
@@ -118,6 +119,42 @@ impl<S: Store> Store for Deadline<S> {
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
         self.bound("record_gate_result", self.inner.record_gate_result(job, epoch, result, now)).await
+    }
+
+    async fn gate_results(&self, job: JobId) -> Result<Vec<GateResult>> {
+        self.bound("gate_results", self.inner.gate_results(job)).await
+    }
+
+    async fn record_push(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<()> {
+        self.bound("record_push", self.inner.record_push(job, epoch, branch, head_sha, events, now)).await
+    }
+
+    async fn open_pr(&self, new: NewPr, now: Timestamp) -> Result<(PullRequest, bool)> {
+        self.bound("open_pr", self.inner.open_pr(new, now)).await
+    }
+
+    async fn update_pr(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> Result<PullRequest> {
+        self.bound("update_pr", self.inner.update_pr(item, update, now)).await
+    }
+
+    async fn get_pr(&self, item: &ItemKey) -> Result<Option<PullRequest>> {
+        self.bound("get_pr", self.inner.get_pr(item)).await
+    }
+
+    async fn list_prs(&self, repo: Option<&str>, state: Option<&str>) -> Result<Vec<PullRequest>> {
+        self.bound("list_prs", self.inner.list_prs(repo, state)).await
+    }
+
+    async fn find_pr_by_branch(&self, branch: &str) -> Result<Option<PullRequest>> {
+        self.bound("find_pr_by_branch", self.inner.find_pr_by_branch(branch)).await
     }
 
     async fn take_over(

@@ -147,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
     /// `Error::FencedOut` if `epoch` is stale.
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()>;
 
+    /// Every gate result recorded for `job`, under any epoch, oldest first, each
+    /// with the `sha` it was recorded with.
+    async fn gate_results(&self, job: JobId) -> Result<Vec<GateResult>>;
+
     /// Takes a job over for `node`: only if its epoch is still `expected_epoch`, it
     /// has not ended, and (with `TakeOver::IfLeaseExpired`) its lease has expired by
     /// `now`. Bumps the epoch (fencing the previous owner), sets the owner and lease,
@@ -177,6 +181,62 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events that are not part of a transition (e.g. `reaper.deferred`,
     /// `job.fenced_out`).
     async fn append_events(&self, events: &[NewEvent], now: Timestamp) -> Result<()>;
+
+    // --- the git layer: pushes, and the local forge's pull requests ----------
+
+    /// Makes a push the store's truth, in one transaction, only while the pusher
+    /// still owns the job: the job must not have ended and must be at `epoch`.
+    /// Sets the job's item's `branch` and `head_sha` (the SHA the next push names
+    /// in `--force-with-lease`), and appends `events` (e.g. `vcs.committed`,
+    /// `vcs.pushed`) with the job's item, and the job and epoch where unset.
+    ///
+    /// # Errors
+    /// `Error::FencedOut` if the job has ended or `epoch` is stale, `NotFound` if
+    /// there is no such job, `Invalid` for an empty branch or SHA; nothing is
+    /// written then.
+    async fn record_push(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Opens the item's pull request (state `open`, `number` = the item's number,
+    /// `created_at = updated_at = now`, no checks) unless it has one. Returns the
+    /// item's PR and whether this call created it; a repeat returns the existing
+    /// PR unchanged with `false`, so a finalizer that crashed after opening can
+    /// simply open again. Of concurrent calls for one item exactly one creates it.
+    ///
+    /// # Errors
+    /// `NotFound` if the item does not exist; `Invalid` for an empty branch, SHA
+    /// or URL, or a branch another item's PR already has.
+    async fn open_pr(&self, new: NewPr, now: Timestamp) -> Result<(PullRequest, bool)>;
+
+    /// Applies the fields `update` sets to the item's PR atomically and stamps
+    /// `updated_at = now`; `check` inserts or replaces that gate's entry in
+    /// `checks`. Returns the PR as stored.
+    ///
+    /// # Errors
+    /// `NotFound` if the item has no PR; `Invalid`, writing nothing, for a state
+    /// outside `PullRequest::STATES` or a merged PR asked to become open or
+    /// closed (a merge is final: main already holds the work).
+    async fn update_pr(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> Result<PullRequest>;
+
+    /// The item's pull request, if it has one.
+    async fn get_pr(&self, item: &ItemKey) -> Result<Option<PullRequest>>;
+
+    /// Pull requests of `repo` in `state` (`None` matches any), ordered by item key
+    /// (prefix, then number).
+    ///
+    /// # Errors
+    /// `Invalid` for a state outside `PullRequest::STATES`.
+    async fn list_prs(&self, repo: Option<&str>, state: Option<&str>) -> Result<Vec<PullRequest>>;
+
+    /// The pull request whose head is `branch` (one at most: branches are per item).
+    async fn find_pr_by_branch(&self, branch: &str) -> Result<Option<PullRequest>>;
 
     // --- reaper tiers (one indexed query each; no full scans) ----------------
 

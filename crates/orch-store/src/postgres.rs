@@ -40,13 +40,14 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::common::{
-    self, active_job_from_row, event_columns, event_from_row, item_from_row, item_select, job_columns, job_columns_j,
-    job_from_row, node_columns, node_from_row,
+    self, active_job_from_row, event_columns, event_from_row, gate_result_from_row, item_from_row, item_select,
+    job_columns, job_columns_j, job_from_row, missing_pr_item, node_columns, node_from_row, pr_from_row, pr_select,
 };
 use crate::deadline::Deadline;
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem,
-    NodeRecord, NodeRegistration, Page, QueueStats, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
+    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
+    TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_status_counts.sql")),
     (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
     (4, include_str!("../migrations/postgres/0004_nodes.sql")),
+    (5, include_str!("../migrations/postgres/0005_vcs.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -224,6 +226,125 @@ impl PgStore {
     ) -> Result<Vec<Job>> {
         let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// At most one PR, selected with `pr_select!`.
+    async fn fetch_pr(
+        &self,
+        q: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<PullRequest>> {
+        let row = q.fetch_optional(&self.pool).await.map_err(|e| self.err(e))?;
+        row.as_ref().map(|r| pr_from_row(r)?.ok_or_else(missing_pr_item)).transpose()
+    }
+
+    /// One attempt at `record_push`: the fenced job update first (jobs before
+    /// items, the lock order everywhere), then the item, then the events.
+    async fn record_push_once(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> TxResult<()> {
+        let mut tx = self.begin().await?;
+        let item: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET heartbeat_at = $3 \
+             WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item",
+        )
+        .bind(job.0)
+        .bind(epoch)
+        .bind(now.as_millis())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(item) = item else { return Err(Self::fenced_or_missing(&mut tx, job, epoch).await) };
+        sqlx::query("UPDATE items SET branch = $2, head_sha = $3, updated_at = $4 WHERE key = $1")
+            .bind(&item)
+            .bind(branch)
+            .bind(head_sha)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        let item = key_of(&item)?;
+        for ev in events {
+            insert_event(&mut tx, &common::owner_event(ev, &item, job, epoch), now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One attempt at `open_pr`. The item's row is locked first (`FOR NO KEY
+    /// UPDATE`: it conflicts with itself but not with the foreign key's check), so
+    /// of concurrent calls for one item the later ones wait and then find the PR.
+    async fn open_pr_once(&self, new: &NewPr, now: Timestamp) -> TxResult<(PullRequest, bool)> {
+        let mut tx = self.begin().await?;
+        let number: Option<i64> = sqlx::query_scalar("SELECT number FROM items WHERE key = $1 FOR NO KEY UPDATE")
+            .bind(new.item.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(number) = number else { return Err(Error::NotFound { what: format!("item {}", new.item) }.into()) };
+        let existing = sqlx::query(concat!(pr_select!(), "WHERE p.item = $1"))
+            .bind(new.item.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            let pr = pr_from_row(&row)?.ok_or_else(missing_pr_item)?;
+            tx.commit().await?;
+            return Ok((pr, false));
+        }
+        let pr = common::new_pr(new.clone(), number, now);
+        let inserted = sqlx::query(
+            "INSERT INTO prs (item, number, repo, title, body, branch, head_sha, url, state, merge_sha, checks, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, '{}'::jsonb, $10, $10)",
+        )
+        .bind(pr.item.to_string())
+        .bind(pr.number)
+        .bind(&pr.repo)
+        .bind(&pr.title)
+        .bind(&pr.body)
+        .bind(&pr.branch)
+        .bind(&pr.head_sha)
+        .bind(&pr.url)
+        .bind(&pr.state)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if common::is_unique_violation(&e) => return Err(common::branch_taken(&pr.branch).into()),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok((pr, true))
+    }
+
+    /// One attempt at `update_pr`: the PR's row is locked, the rules of
+    /// `common::apply_pr_update` applied, and the row written back.
+    async fn update_pr_once(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> TxResult<PullRequest> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(concat!(pr_select!(), "WHERE p.item = $1 FOR UPDATE"))
+            .bind(item.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Err(common::no_pr(item).into()) };
+        let mut pr = pr_from_row(&row)?.ok_or_else(missing_pr_item)?;
+        common::apply_pr_update(&mut pr, update, now)?;
+        sqlx::query(
+            "UPDATE prs SET head_sha = $2, body = $3, state = $4, merge_sha = $5, checks = $6, updated_at = $7 \
+             WHERE item = $1",
+        )
+        .bind(item.to_string())
+        .bind(&pr.head_sha)
+        .bind(&pr.body)
+        .bind(&pr.state)
+        .bind(&pr.merge_sha)
+        .bind(Json(common::pr_checks_json(&pr.checks)?))
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(pr)
     }
 
     async fn create_item_once(&self, new: &NewItem, attempts: &str, now: Timestamp) -> TxResult<ItemKey> {
@@ -1062,17 +1183,14 @@ impl Store for PgStore {
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
         let kind = if result.passed { EventKind::GatePassed } else { EventKind::GateFailed };
-        let data = json!({
-            "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
-            "duration_ms": result.duration_ms,
-        });
+        let data = common::gate_event_data(&result);
         let q = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET heartbeat_at = $3 \
                 WHERE id = $1 AND epoch = $2 AND status IN ('running', 'finishing') RETURNING item \
              ), g AS ( \
-                INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
-                SELECT $1, $2, $7, $8, $9, $10, $11, $5, $3 FROM j \
+                INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at, sha) \
+                SELECT $1, $2, $7, $8, $9, $10, $11, $5, $3, $12 FROM j \
              ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
              SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
         )
@@ -1086,8 +1204,69 @@ impl Store for PgStore {
         .bind(result.passed)
         .bind(result.exit_code.map(i64::from))
         .bind(result.metric)
-        .bind(result.duration_ms);
+        .bind(result.duration_ms)
+        .bind(result.sha);
         self.owner_write(job, epoch, q).await
+    }
+
+    async fn gate_results(&self, job: JobId) -> Result<Vec<GateResult>> {
+        let rows = sqlx::query(
+            "SELECT gate, passed, exit_code, metric, duration_ms, reason, sha FROM gate_results \
+             WHERE job = $1 ORDER BY id",
+        )
+        .bind(job.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(gate_result_from_row).collect()
+    }
+
+    async fn record_push(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<()> {
+        common::require("a pushed branch", branch)?;
+        common::require("a pushed SHA", head_sha)?;
+        with_retry!(self, "record_push", self.record_push_once(job, epoch, branch, head_sha, events, now).await)
+    }
+
+    async fn open_pr(&self, new: NewPr, now: Timestamp) -> Result<(PullRequest, bool)> {
+        common::validate_new_pr(&new)?;
+        with_retry!(self, "open_pr", self.open_pr_once(&new, now).await)
+    }
+
+    async fn update_pr(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> Result<PullRequest> {
+        with_retry!(self, "update_pr", self.update_pr_once(item, update.clone(), now).await)
+    }
+
+    async fn get_pr(&self, item: &ItemKey) -> Result<Option<PullRequest>> {
+        self.fetch_pr(sqlx::query(concat!(pr_select!(), "WHERE p.item = $1")).bind(item.to_string())).await
+    }
+
+    async fn list_prs(&self, repo: Option<&str>, state: Option<&str>) -> Result<Vec<PullRequest>> {
+        if let Some(state) = state {
+            common::check_pr_state(state)?;
+        }
+        let rows = sqlx::query(concat!(
+            pr_select!(),
+            "JOIN items i ON i.key = p.item WHERE ($1::TEXT IS NULL OR p.repo = $1) \
+             AND ($2::TEXT IS NULL OR p.state = $2) ORDER BY i.prefix, i.number"
+        ))
+        .bind(repo)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(|r| pr_from_row(r)?.ok_or_else(missing_pr_item)).collect()
+    }
+
+    async fn find_pr_by_branch(&self, branch: &str) -> Result<Option<PullRequest>> {
+        self.fetch_pr(sqlx::query(concat!(pr_select!(), "WHERE p.branch = $1")).bind(branch.to_owned())).await
     }
 
     async fn take_over(

@@ -42,11 +42,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params}
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::common::{self, event_columns, job_columns, node_columns};
+use crate::common::{self, event_columns, item_select, job_columns, node_columns, pr_select};
 use crate::{
     ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
-    NewItem, NodeRecord, NodeRegistration, Page, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
-    TransitionCommit,
+    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store,
+    TakeOver, TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_status_counts.sql")),
     (3, include_str!("../migrations/sqlite/0003_commit_guard.sql")),
     (4, include_str!("../migrations/sqlite/0004_nodes.sql")),
+    (5, include_str!("../migrations/sqlite/0005_vcs.sql")),
 ];
 
 /// The highest schema version this binary knows.
@@ -536,18 +537,53 @@ fn job_from_row(r: &Row<'_>) -> Result<Job> {
     })
 }
 
+/// Decodes the pull request in a row (selected with `pr_columns!`); `None` when the
+/// row has none (an item without a PR, through the LEFT JOIN).
+fn pr_from_row(r: &Row<'_>) -> Result<Option<PullRequest>> {
+    const T: &str = "prs";
+    let Some(item) = col::<Option<String>>(r, T, "pr_item")? else { return Ok(None) };
+    let checks = json_col(r, T, "pr_checks")?.ok_or_else(|| corrupt(T, "column checks is null"))?;
+    Ok(Some(PullRequest {
+        url: col(r, T, "pr_url")?,
+        state: col(r, T, "pr_state")?,
+        merge_sha: col(r, T, "pr_merge_sha")?,
+        item: parse(T, "item", &item)?,
+        number: col(r, T, "pr_number")?,
+        repo: col(r, T, "pr_repo")?,
+        title: col(r, T, "pr_title")?,
+        body: col(r, T, "pr_body")?,
+        branch: col(r, T, "pr_branch")?,
+        head_sha: col(r, T, "pr_head_sha")?,
+        checks: common::pr_checks_from_json(checks)?,
+        created_at: Timestamp::from_millis(col(r, T, "pr_created_at")?),
+        updated_at: Timestamp::from_millis(col(r, T, "pr_updated_at")?),
+    }))
+}
+
+/// A PR row that must be there (selected with `pr_select!`).
+fn some_pr_from_row(r: &Row<'_>) -> Result<PullRequest> {
+    pr_from_row(r)?.ok_or_else(common::missing_pr_item)
+}
+
+/// Decodes one gate result row.
+fn gate_result_from_row(r: &Row<'_>) -> Result<GateResult> {
+    const T: &str = "gate_results";
+    Ok(GateResult {
+        gate: col(r, T, "gate")?,
+        passed: col(r, T, "passed")?,
+        exit_code: to_i32(T, "exit_code", col(r, T, "exit_code")?)?,
+        metric: col(r, T, "metric")?,
+        duration_ms: col(r, T, "duration_ms")?,
+        reason: col(r, T, "reason")?,
+        sha: col(r, T, "sha")?,
+    })
+}
+
 /// Decodes one item row (selected with `ITEM_SELECT`).
 fn item_from_row(r: &Row<'_>) -> Result<Item> {
     const T: &str = "items";
     let attempts: String = col(r, T, "attempts")?;
-    let pr = match col::<Option<String>>(r, T, "pr_url")? {
-        Some(url) => Some(PullRequest {
-            url,
-            state: col::<Option<String>>(r, T, "pr_state")?.unwrap_or_default(),
-            merge_sha: col(r, T, "pr_merge_sha")?,
-        }),
-        None => None,
-    };
+    let pr = pr_from_row(r)?;
     Ok(Item {
         key: parse(T, "key", &col::<String>(r, T, "key")?)?,
         repo: col(r, T, "repo")?,
@@ -560,6 +596,7 @@ fn item_from_row(r: &Row<'_>) -> Result<Item> {
         version: col(r, T, "version")?,
         attempts: serde_json::from_str(&attempts).map_err(|e| corrupt(T, format!("column attempts: {e}")))?,
         branch: col(r, T, "branch")?,
+        head_sha: col(r, T, "head_sha")?,
         pr,
         created_at: Timestamp::from_millis(col(r, T, "created_at")?),
         updated_at: Timestamp::from_millis(col(r, T, "updated_at")?),
@@ -624,9 +661,8 @@ const OPEN_AND_DONE_JOBS: &str = "SELECT status AS k, COUNT(*) AS n FROM jobs \
      WHERE status IN ('queued', 'running', 'finishing') GROUP BY status \
      UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'jobs' GROUP BY status";
 
-const ITEM_SELECT: &str = "SELECT i.key, i.repo, i.kind, i.title, i.body, i.track, i.stage, i.status, i.version, \
-     i.attempts, i.branch, i.created_at, i.updated_at, p.url AS pr_url, p.state AS pr_state, \
-     p.merge_sha AS pr_merge_sha FROM items i LEFT JOIN prs p ON p.item = i.key ";
+/// The one column list both backends read items with (`common::item_select!`).
+const ITEM_SELECT: &str = item_select!();
 
 fn json_text(v: &Value) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Invalid(format!("JSON cannot be encoded: {e}")))
@@ -862,8 +898,8 @@ impl W<'_> {
             params![job.0, epoch, now.as_millis()],
         )?;
         self.execute(
-            "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO gate_results (job, epoch, gate, passed, exit_code, metric, duration_ms, reason, at, sha) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 job.0,
                 epoch,
@@ -873,17 +909,92 @@ impl W<'_> {
                 result.metric,
                 result.duration_ms,
                 result.reason,
-                now.as_millis()
+                now.as_millis(),
+                result.sha,
             ],
         )?;
         let kind = if result.passed { EventKind::GatePassed } else { EventKind::GateFailed };
         let mut ev = NewEvent::new(item, kind);
         ev.reason = result.reason.clone();
-        ev.data = json!({
-            "gate": result.gate, "exit_code": result.exit_code, "metric": result.metric,
-            "duration_ms": result.duration_ms,
-        });
+        ev.data = common::gate_event_data(result);
         self.owner_event(ev, job, epoch, now)
+    }
+
+    fn record_push(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<()> {
+        let item = self.fenced_update(
+            job,
+            epoch,
+            "UPDATE jobs SET heartbeat_at = ?3 \
+             WHERE id = ?1 AND epoch = ?2 AND status IN ('running', 'finishing') RETURNING item",
+            params![job.0, epoch, now.as_millis()],
+        )?;
+        self.execute(
+            "UPDATE items SET branch = ?2, head_sha = ?3, updated_at = ?4 WHERE key = ?1",
+            params![item.to_string(), branch, head_sha, now.as_millis()],
+        )?;
+        events.iter().try_for_each(|ev| self.insert_event(&common::owner_event(ev, &item, job, epoch), now))
+    }
+
+    fn pr(&self, item: &ItemKey) -> Result<Option<PullRequest>> {
+        Ok(self.rows(concat!(pr_select!(), "WHERE p.item = ?1"), params![item.to_string()], some_pr_from_row)?.pop())
+    }
+
+    fn open_pr(&self, new: NewPr, now: Timestamp) -> Result<(PullRequest, bool)> {
+        if let Some(existing) = self.pr(&new.item)? {
+            return Ok((existing, false));
+        }
+        let number: i64 = self
+            .one("SELECT number FROM items WHERE key = ?1", params![new.item.to_string()])?
+            .ok_or_else(|| Error::NotFound { what: format!("item {}", new.item) })?;
+        let pr = common::new_pr(new, number, now);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO prs (item, number, repo, title, body, branch, head_sha, url, state, merge_sha, checks, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, '{}', ?10, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    pr.item.to_string(),
+                    pr.number,
+                    pr.repo,
+                    pr.title,
+                    pr.body,
+                    pr.branch,
+                    pr.head_sha,
+                    pr.url,
+                    pr.state,
+                    now.as_millis()
+                ])
+            })
+            .map_err(|e| if is_unique_violation(&e) { common::branch_taken(&pr.branch) } else { self.err(e) })?;
+        Ok((pr, true))
+    }
+
+    fn update_pr(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> Result<PullRequest> {
+        let mut pr = self.pr(item)?.ok_or_else(|| common::no_pr(item))?;
+        common::apply_pr_update(&mut pr, update, now)?;
+        self.execute(
+            "UPDATE prs SET head_sha = ?2, body = ?3, state = ?4, merge_sha = ?5, checks = ?6, updated_at = ?7 \
+             WHERE item = ?1",
+            params![
+                item.to_string(),
+                pr.head_sha,
+                pr.body,
+                pr.state,
+                pr.merge_sha,
+                json_text(&common::pr_checks_json(&pr.checks)?)?,
+                now.as_millis()
+            ],
+        )?;
+        Ok(pr)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1207,6 +1318,75 @@ impl Store for SqliteStore {
 
     async fn record_gate_result(&self, job: JobId, epoch: i64, result: GateResult, now: Timestamp) -> Result<()> {
         self.write(Result::is_ok, move |w| w.record_gate_result(job, epoch, &result, now)).await
+    }
+
+    async fn gate_results(&self, job: JobId) -> Result<Vec<GateResult>> {
+        self.read(move |w| {
+            w.rows(
+                "SELECT gate, passed, exit_code, metric, duration_ms, reason, sha FROM gate_results \
+                 WHERE job = ?1 ORDER BY id",
+                params![job.0],
+                gate_result_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn record_push(
+        &self,
+        job: JobId,
+        epoch: i64,
+        branch: &str,
+        head_sha: &str,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<()> {
+        common::require("a pushed branch", branch)?;
+        common::require("a pushed SHA", head_sha)?;
+        let (branch, head_sha, events) = (branch.to_owned(), head_sha.to_owned(), events.to_vec());
+        self.write(Result::is_ok, move |w| w.record_push(job, epoch, &branch, &head_sha, &events, now)).await
+    }
+
+    async fn open_pr(&self, new: NewPr, now: Timestamp) -> Result<(PullRequest, bool)> {
+        common::validate_new_pr(&new)?;
+        self.write(Result::is_ok, move |w| w.open_pr(new, now)).await
+    }
+
+    async fn update_pr(&self, item: &ItemKey, update: PrUpdate, now: Timestamp) -> Result<PullRequest> {
+        let item = item.clone();
+        self.write(Result::is_ok, move |w| w.update_pr(&item, update, now)).await
+    }
+
+    async fn get_pr(&self, item: &ItemKey) -> Result<Option<PullRequest>> {
+        let item = item.clone();
+        self.read(move |w| w.pr(&item)).await
+    }
+
+    async fn list_prs(&self, repo: Option<&str>, state: Option<&str>) -> Result<Vec<PullRequest>> {
+        if let Some(state) = state {
+            common::check_pr_state(state)?;
+        }
+        let (repo, state) = (repo.map(str::to_owned), state.map(str::to_owned));
+        self.read(move |w| {
+            w.rows(
+                concat!(
+                    pr_select!(),
+                    "JOIN items i ON i.key = p.item WHERE (?1 IS NULL OR p.repo = ?1) AND (?2 IS NULL OR p.state = ?2) \
+                     ORDER BY i.prefix, i.number"
+                ),
+                params![repo, state],
+                some_pr_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn find_pr_by_branch(&self, branch: &str) -> Result<Option<PullRequest>> {
+        let branch = branch.to_owned();
+        self.read(move |w| {
+            Ok(w.rows(concat!(pr_select!(), "WHERE p.branch = ?1"), params![branch], some_pr_from_row)?.pop())
+        })
+        .await
     }
 
     async fn take_over(
@@ -1548,6 +1728,8 @@ mod tests {
             "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
             "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'finishing') GROUP BY status",
             "SELECT id FROM jobs WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
+            "SELECT id FROM gate_results WHERE job = 5 ORDER BY id",
+            "SELECT item FROM prs WHERE branch = 'feature/A-1-bug-x'",
         ];
         for q in queries {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();

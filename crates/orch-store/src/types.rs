@@ -36,12 +36,75 @@ impl fmt::Display for JobId {
     }
 }
 
-/// A pull request opened for an item.
+/// An item's pull request on the embedded "local" forge, whose whole state is this
+/// row: the forge opens it at the item's first push, gates report a check per SHA
+/// on it, and the deploy stage merges it. `url`, `state` and `merge_sha` are the
+/// item's `pr` shape of DESIGN §8; the rest was added with the git layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PullRequest {
     pub url: String,
+    /// `open`, `merged` or `closed` (`PullRequest::STATES`). Once `merged` it never
+    /// changes again: main already holds the work.
     pub state: String,
     pub merge_sha: Option<String>,
+    pub item: ItemKey,
+    /// The forge's number for it: the item's own number (`SHOP-12` opens #12).
+    pub number: i64,
+    pub repo: String,
+    pub title: String,
+    pub body: String,
+    /// The item's feature branch, the PR's head.
+    pub branch: String,
+    /// The branch's SHA the PR was last told of.
+    pub head_sha: Option<String>,
+    /// Each gate's latest check, by gate name.
+    pub checks: BTreeMap<String, PrCheck>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl PullRequest {
+    /// The state of a PR that can still change.
+    pub const OPEN: &'static str = "open";
+    /// The state of a PR whose work is on main; final.
+    pub const MERGED: &'static str = "merged";
+    /// The state of a PR given up without merging (it may be reopened).
+    pub const CLOSED: &'static str = "closed";
+    /// Every state a PR may be in.
+    pub const STATES: [&'static str; 3] = [Self::OPEN, Self::MERGED, Self::CLOSED];
+}
+
+/// One gate's check status on a pull request, for the commit the gate ran on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrCheck {
+    pub sha: String,
+    pub passed: bool,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
+/// What `Store::open_pr` needs; `number`, `state` and the times are the store's.
+#[derive(Clone, Debug)]
+pub struct NewPr {
+    pub item: ItemKey,
+    pub repo: String,
+    pub title: String,
+    pub body: String,
+    pub branch: String,
+    pub head_sha: String,
+    pub url: String,
+}
+
+/// The changes `Store::update_pr` applies; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct PrUpdate {
+    pub head_sha: Option<String>,
+    pub body: Option<String>,
+    /// One of `PullRequest::STATES`; a merged PR refuses any other.
+    pub state: Option<String>,
+    pub merge_sha: Option<String>,
+    /// `(gate, check)`: inserts or replaces that gate's entry in `checks`.
+    pub check: Option<(String, PrCheck)>,
 }
 
 /// A work item as stored.
@@ -58,6 +121,9 @@ pub struct Item {
     pub version: i64,
     pub attempts: BTreeMap<StageName, u32>,
     pub branch: Option<String>,
+    /// The branch's SHA as last pushed by a job's owner (`Store::record_push`):
+    /// what the next push names in `--force-with-lease`.
+    pub head_sha: Option<String>,
     pub pr: Option<PullRequest>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -103,6 +169,7 @@ impl NewItem {
             version: self.state.version,
             attempts: self.state.attempts,
             branch: None,
+            head_sha: None,
             pr: None,
             created_at: now,
             updated_at: now,
@@ -178,7 +245,7 @@ pub struct ExitInfo {
 }
 
 /// One gate's result on one job.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GateResult {
     pub gate: String,
     pub passed: bool,
@@ -186,6 +253,9 @@ pub struct GateResult {
     pub metric: Option<f64>,
     pub duration_ms: i64,
     pub reason: Option<String>,
+    /// The commit the gate ran on, so its check is reported for the SHA it
+    /// judged; `None` where the worktree is not under git.
+    pub sha: Option<String>,
 }
 
 /// When `Store::take_over` may take a job from its owner.

@@ -13,6 +13,7 @@ mod nodes;
 mod pg_only;
 mod specs;
 mod support;
+mod vcs;
 
 /// Instantiates `sqlite::<spec>` and `postgres::<spec>` for each spec path.
 macro_rules! conformance {
@@ -66,6 +67,15 @@ conformance! {
     touch_node_refuses_superseded_incarnation => crate::nodes::touch_node_refuses_superseded_incarnation,
     concurrent_registrations_have_one_winner => crate::nodes::concurrent_registrations_have_one_winner,
     store_time_is_the_database_clock => crate::nodes::store_time_is_the_database_clock,
+    record_push_sets_branch_and_head_sha => crate::vcs::record_push_sets_branch_and_head_sha,
+    record_push_is_fenced_by_epoch => crate::vcs::record_push_is_fenced_by_epoch,
+    open_pr_is_idempotent => crate::vcs::open_pr_is_idempotent,
+    update_pr_applies_set_fields => crate::vcs::update_pr_applies_set_fields,
+    merged_pr_never_reopens => crate::vcs::merged_pr_never_reopens,
+    list_prs_filters_and_orders => crate::vcs::list_prs_filters_and_orders,
+    find_pr_by_branch_finds_the_items_pr => crate::vcs::find_pr_by_branch_finds_the_items_pr,
+    gate_results_keep_their_sha => crate::vcs::gate_results_keep_their_sha,
+    concurrent_checks_are_all_kept => crate::vcs::concurrent_checks_are_all_kept,
     acknowledged_items_survive_kill_9 => crate::durability::acknowledged_items_survive_kill_9,
     newer_schema_is_refused => crate::bad_input::newer_schema_is_refused,
     reopening_keeps_data => crate::bad_input::reopening_keeps_data,

@@ -1,7 +1,8 @@
 //! The migration chain: a store last migrated by an older orch (schema version 1,
 //! with history in it) opens under this binary, gains the later migrations, and
 //! the trigger-kept terminal counts are backfilled from the rows already there;
-//! the node registry that replaced version 1's unused `nodes` table works.
+//! the node registry that replaced version 1's unused `nodes` table works, and so
+//! do version 5's head SHA, gate SHA and the `prs` table that replaced version 1's.
 
 use orch_core::{ItemStatus, JobStatus};
 use sqlx::Connection;
@@ -57,6 +58,48 @@ async fn assert_upgraded(url: &str) {
         nodes.iter().map(|n| (n.id.as_str(), n.incarnation.as_str(), n.pid)).collect::<Vec<_>>(),
         [("node-1", "inc-1", 7)]
     );
+    assert_vcs_columns(&*store).await;
+}
+
+/// Version 5: `items.head_sha`, `gate_results.sha` and the rebuilt `prs` exist,
+/// start empty on the old rows, and are written and read back.
+async fn assert_vcs_columns(store: &dyn orch_store::Store) {
+    use crate::support::{T0, TTL, at};
+    let old: orch_core::ItemKey = "OLD-2".parse().unwrap();
+    let item = store.get_item(&old).await.unwrap().unwrap();
+    assert_eq!((item.branch, item.head_sha, item.pr), (None, None, None));
+    let job = store.claim_jobs("node-1", 1, T0, TTL).await.unwrap().remove(0);
+    assert_eq!(job.item, old, "the v1 item's job is the oldest queued");
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    store.record_push(job.id, job.epoch, "feature/OLD-2-bug-t", sha, &[], at(1)).await.unwrap();
+    let result = orch_store::GateResult {
+        gate: "retest".into(),
+        passed: true,
+        exit_code: Some(0),
+        metric: None,
+        duration_ms: 5,
+        reason: None,
+        sha: Some(sha.into()),
+    };
+    store.record_gate_result(job.id, job.epoch, result.clone(), at(2)).await.unwrap();
+    assert_eq!(store.gate_results(job.id).await.unwrap(), vec![result]);
+    let new = orch_store::NewPr {
+        item: old.clone(),
+        repo: "r".into(),
+        title: "t".into(),
+        body: String::new(),
+        branch: "feature/OLD-2-bug-t".into(),
+        head_sha: sha.into(),
+        url: "local://r/pulls/2".into(),
+    };
+    let (opened, created) = store.open_pr(new, at(3)).await.unwrap();
+    assert!(created);
+    let check = orch_store::PrCheck { sha: sha.into(), passed: true, reason: None, at: at(4) };
+    let update = orch_store::PrUpdate { check: Some(("retest".into(), check)), ..Default::default() };
+    let updated = store.update_pr(&old, update, at(4)).await.unwrap();
+    assert_eq!((opened.number, updated.checks.len()), (2, 1));
+    let item = store.get_item(&old).await.unwrap().unwrap();
+    assert_eq!((item.head_sha.as_deref(), item.pr), (Some(sha), Some(updated)));
 }
 
 #[tokio::test]

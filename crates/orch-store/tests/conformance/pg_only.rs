@@ -68,6 +68,8 @@ async fn hot_queries_use_indexes() {
         "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
         "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'finishing') GROUP BY status",
         "SELECT id FROM jobs WHERE status IN ('running', 'finishing') ORDER BY started_at, id",
+        "SELECT id FROM gate_results WHERE job = 5 ORDER BY id",
+        "SELECT item FROM prs WHERE branch = 'feature/A-1-bug-x'",
     ];
     for q in queries {
         let plan: Vec<String> =

@@ -27,6 +27,7 @@ fn gate(name: &str, passed: bool) -> GateResult {
         metric: Some(91.5),
         duration_ms: 1200,
         reason: (!passed).then(|| "tests failed".to_owned()),
+        sha: None,
     }
 }
 
