@@ -6,27 +6,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use orch_test_support::PgDatabase;
 use serde_json::Value;
-use sqlx::Connection;
 
 /// A scratch deployment: `orch init` output in a temp dir, plus the store URL.
 struct Deployment {
     dir: tempfile::TempDir,
     url: String,
-    pg_db: Option<String>,
-}
-
-fn admin_url() -> String {
-    std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let base = match url[scheme_end..].find('/') {
-        Some(i) => &url[..scheme_end + i],
-        None => url,
-    };
-    format!("{base}/{db}")
+    /// The PostgreSQL database of a `postgres` deployment, dropped with it.
+    _pg: Option<PgDatabase>,
 }
 
 impl Deployment {
@@ -34,22 +22,13 @@ impl Deployment {
         let dir = tempfile::tempdir().unwrap();
         let out = orch(dir.path(), "", &["init", "."]);
         assert!(out.status.success(), "orch init: {}", text(&out.stderr));
-        let (url, pg_db) = if backend == "sqlite" {
+        let (url, pg) = if backend == "sqlite" {
             (format!("sqlite://{}", dir.path().join("state/orch.db").display()), None)
         } else {
-            let name = format!("orch_cli_{:016x}", rand::random::<u64>());
-            let create = format!("CREATE DATABASE {name}");
-            let created = block_on(async move {
-                let admin = admin_url();
-                let mut c = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server at {admin}: {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut c).await.unwrap();
-            });
-            assert!(created, "could not create a test database on {} (see the panic above)", admin_url());
-            (with_database(&admin_url(), &name), Some(name))
+            let db = PgDatabase::create("orch_cli");
+            (db.url().to_owned(), Some(db))
         };
-        Self { dir, url, pg_db }
+        Self { dir, url, _pg: pg }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -74,30 +53,6 @@ impl Deployment {
         assert_eq!(out.status.code(), Some(1), "orch {args:?}: {}", text(&out.stderr));
         text(&out.stderr)
     }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_db.take() {
-            let _ = block_on(async move {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
-                }
-            });
-        }
-    }
-}
-
-/// Runs `f` to completion; false if it panicked.
-fn block_on<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> bool {
-    // A thread of its own, so this also works while a test unwinds.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(f);
-    })
-    .join()
-    .is_ok()
 }
 
 /// `orch ARGS` in `dir` with `ORCH_STORE_URL=url` (if set) and no other `ORCH_*`.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use orch_core::{ItemKind, ItemState, ItemStatus, KeyPrefix};
 use orch_engine::{Node, NodeOptions, SystemClock};
 use orch_store::{ItemFilter, NewItem, Page, Store};
+use orch_test_support::PgDatabase;
 
 fn config(dir: &std::path::Path, concurrency: usize, agent: &str) -> orch_core::config::Config {
     let agent_table = match agent {
@@ -47,47 +48,16 @@ fn cpu_ticks() -> u64 {
         + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
-async fn fresh_pg() -> (String, String) {
-    use sqlx::Connection;
-    let admin =
-        std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at ORCH_TEST_DATABASE_URL");
-    let name = format!("orch_bench_{}", rand::random::<u32>());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    (format!("{}/{name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)), name)
-}
-
-/// The store for one case, and the guard that drops its PostgreSQL database.
-async fn open(backend: &str, dir: &std::path::Path) -> (Arc<dyn Store>, DropDb) {
+/// The store for one case, and its PostgreSQL database (dropped at the end of
+/// the case) when the backend is PostgreSQL.
+async fn open(backend: &str, dir: &std::path::Path) -> (Arc<dyn Store>, Option<PgDatabase>) {
     let (url, db) = if backend == "sqlite" {
         (format!("sqlite://{}", dir.join("bench.db").display()), None)
     } else {
-        let (url, name) = fresh_pg().await;
-        (url, Some(name))
+        let db = PgDatabase::create("orch_bench");
+        (db.url().to_owned(), Some(db))
     };
-    (orch_store::open(&url).await.unwrap(), DropDb(db))
-}
-
-/// The bench's PostgreSQL database, dropped at the end of its case.
-struct DropDb(Option<String>);
-
-impl Drop for DropDb {
-    fn drop(&mut self) {
-        let Some(name) = self.0.take() else { return };
-        let _ = std::thread::spawn(move || {
-            use sqlx::Connection;
-            let admin = std::env::var("ORCH_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
+    (orch_store::open(&url).await.unwrap(), db)
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {

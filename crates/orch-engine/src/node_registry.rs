@@ -69,10 +69,14 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<(), Error> {
     let previous = match ctx.store.register_node(reg.clone(), ctx.now(), ttl).await {
         // The row looks live by time, but the process it names is provably gone:
         // the node was killed and is being restarted on the same host. Waiting out
-        // the rest of its lease would only delay recovery.
-        Err(orch_store::Error::NodeIdInUse { host, pid, .. }) if host == reg.host && provably_dead(pid) => {
+        // the rest of its lease would only delay recovery. The row is judged at its
+        // own `last_seen` if that is later than our `now`: each incarnation
+        // measures its own offset to the store's clock, a few ms apart on
+        // PostgreSQL, so a heartbeat of the dead one can be stamped after our
+        // `now`, where even a zero lifetime still looks live.
+        Err(orch_store::Error::NodeIdInUse { host, pid, last_seen, .. }) if host == reg.host && provably_dead(pid) => {
             info!(node = %reg.id, previous_pid = pid, "the previous incarnation on this host is gone; taking its id now");
-            ctx.store.register_node(reg, ctx.now(), Duration::ZERO).await?
+            ctx.store.register_node(reg, ctx.now().max(last_seen), Duration::ZERO).await?
         }
         other => other?,
     };

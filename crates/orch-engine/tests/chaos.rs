@@ -1,8 +1,7 @@
 //! A seeded crash-and-restart soak (TigerBeetle's VOPR in miniature), on SQLite and
-//! on PostgreSQL: two nodes
-//! share a store and run items whose agents are slow, flaky, or fail; nodes are
-//! crashed (like `kill -9`: their agent groups survive them) and restarted at
-//! random moments. After every step the event log must pass `audit` (I1–I4); at the
+//! on PostgreSQL: two nodes share a store and run items whose agents are slow,
+//! flaky, or fail; nodes are crashed (like `kill -9`: their agent groups survive
+//! them) and restarted at random moments. After every step the event log must pass `audit` (I1–I4); at the
 //! end every item is terminal, every job ended, and no agent process remains.
 //! The seed is printed; `ORCH_SEED=n` replays the same schedule of crashes.
 
@@ -35,15 +34,11 @@ role = "developer"
 max_attempts = 4
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_crashes_and_restarts_keep_every_invariant() {
-    soak(Harness::from_text(config_text(FLAKY_EDGE, CHAOS_REAPER)).await).await;
+async fn chaos_crashes_and_restarts_keep_every_invariant(backend: Backend) {
+    soak(Harness::from_text(backend, config_text(FLAKY_EDGE, CHAOS_REAPER)).await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_on_postgres_keeps_every_invariant() {
-    soak(Harness::from_text_pg(config_text(FLAKY_EDGE, CHAOS_REAPER)).await).await;
-}
+backend_tests!(chaos_crashes_and_restarts_keep_every_invariant);
 
 async fn soak(h: Harness) {
     let seed: u64 = std::env::var("ORCH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);

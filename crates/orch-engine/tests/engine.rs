@@ -1,6 +1,7 @@
 //! End-to-end engine tests with real shell-script agents and gates, a real store
 //! and the controllable clock: the happy path, gate rollbacks, attempts running
-//! out, an agent killed from outside, and bad agent output (I8).
+//! out, an agent killed from outside, and bad agent output (I8). Every scenario
+//! runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`).
 
 mod common;
 
@@ -19,9 +20,8 @@ command = ["./gates/retest.sh"]
 timeout_s = 10
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quick_track_happy_path_reaches_done_with_events_in_order() {
-    let h = Harness::new("").await;
+async fn quick_track_happy_path_reaches_done_with_events_in_order(backend: Backend) {
+    let h = Harness::new(backend, "").await;
     h.agent(
         "developer",
         &format!(
@@ -32,9 +32,13 @@ async fn quick_track_happy_path_reaches_done_with_events_in_order() {
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
+    // A chore filed alongside runs the same quick track at the same time.
+    let chore = h.add_item(ItemKind::Chore).await;
     let item = h.wait_status(&key, ItemStatus::Done).await;
     assert_eq!(item.stage.as_str(), "deploy");
     assert_eq!(item.version, 5, "four transitions after creation");
+    let chore_item = h.wait_status(&chore, ItemStatus::Done).await;
+    assert_eq!((chore_item.track.as_str(), chore_item.version), ("quick", 5));
 
     let kinds = h.kinds(&key).await;
     let stage_run = ["job.queued", "job.started", "job.finished"];
@@ -65,9 +69,8 @@ async fn quick_track_happy_path_reaches_done_with_events_in_order() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gate_failure_rolls_back_to_on_fail_then_second_attempt_passes() {
-    let h = Harness::new(RETEST_EDGE).await;
+async fn gate_failure_rolls_back_to_on_fail_then_second_attempt_passes(backend: Backend) {
+    let h = Harness::new(backend, RETEST_EDGE).await;
     std::fs::create_dir_all(h.path().join("gates")).unwrap();
     // Red on its first run, green after.
     script(
@@ -96,10 +99,9 @@ async fn gate_failure_rolls_back_to_on_fail_then_second_attempt_passes() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_attempts_block_the_item_with_the_reason() {
+async fn exhausted_attempts_block_the_item_with_the_reason(backend: Backend) {
     let extra = format!("{RETEST_EDGE}\n[stages.development]\nrole = \"developer\"\nmax_attempts = 2\n");
-    let h = Harness::new(&extra).await;
+    let h = Harness::new(backend, &extra).await;
     std::fs::create_dir_all(h.path().join("gates")).unwrap();
     script(&h.path().join("gates"), "retest.sh", "echo 'still red'\nexit 3");
     let node = h.node("node-a");
@@ -119,9 +121,8 @@ async fn exhausted_attempts_block_the_item_with_the_reason() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_killed_from_outside_ends_lost_and_the_stage_is_retried() {
-    let h = Harness::new("").await;
+async fn agent_killed_from_outside_ends_lost_and_the_stage_is_retried(backend: Backend) {
+    let h = Harness::new(backend, "").await;
     h.agent(
         "developer",
         &format!(
@@ -155,9 +156,9 @@ async fn agent_killed_from_outside_ends_lost_and_the_stage_is_retried() {
 /// One bad-input case: the developer misbehaves only for the first item; that item
 /// ends blocked (one attempt allowed) with a reason containing `expect`, and a
 /// second item still goes through: the node keeps serving.
-async fn bad_input_case(extra: &str, developer: &str, expect: &str) {
+async fn bad_input_case(backend: Backend, extra: &str, developer: &str, expect: &str) {
     let extra = format!("{extra}\n[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n");
-    let h = Harness::new(&extra).await;
+    let h = Harness::new(backend, &extra).await;
     h.agent("developer", &format!("if [ \"$ORCH_ITEM\" = SHOP-1 ]; then\n{developer}\nfi\n{PASS}"));
     let node = h.node("node-a");
     let run = h.start(&node);
@@ -181,25 +182,27 @@ async fn bad_input_case(extra: &str, developer: &str, expect: &str) {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_verdict_fails_the_job_with_the_reason() {
-    bad_input_case("", "echo 'verdict: pass' > \"$ORCH_VERDICT_FILE\"; exit 0", "not valid JSON").await;
+async fn malformed_verdict_fails_the_job_with_the_reason(backend: Backend) {
+    bad_input_case(backend, "", "echo 'verdict: pass' > \"$ORCH_VERDICT_FILE\"; exit 0", "not valid JSON").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_verdict_value_fails_the_job_with_the_reason() {
-    bad_input_case("", "echo '{\"verdict\":\"maybe\"}' > \"$ORCH_VERDICT_FILE\"; exit 0", "unknown variant `maybe`")
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_verdict_fails_the_job_with_the_reason() {
-    bad_input_case("", "exit 0", "verdict file is missing").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_verdict_fails_the_job_with_the_reason() {
+async fn unknown_verdict_value_fails_the_job_with_the_reason(backend: Backend) {
     bad_input_case(
+        backend,
+        "",
+        "echo '{\"verdict\":\"maybe\"}' > \"$ORCH_VERDICT_FILE\"; exit 0",
+        "unknown variant `maybe`",
+    )
+    .await;
+}
+
+async fn missing_verdict_fails_the_job_with_the_reason(backend: Backend) {
+    bad_input_case(backend, "", "exit 0", "verdict file is missing").await;
+}
+
+async fn oversized_verdict_fails_the_job_with_the_reason(backend: Backend) {
+    bad_input_case(
+        backend,
         "",
         "head -c 1100000 /dev/zero | tr '\\0' ' ' > \"$ORCH_VERDICT_FILE\"; exit 0",
         "over the 1048576-byte limit",
@@ -207,16 +210,14 @@ async fn oversized_verdict_fails_the_job_with_the_reason() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_exit_code_fails_the_job_with_the_reason() {
-    bad_input_case("", "exit 7", "agent exited with code 7").await;
+async fn agent_exit_code_fails_the_job_with_the_reason(backend: Backend) {
+    bad_input_case(backend, "", "exit 7", "agent exited with code 7").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_command_not_found_fails_the_job() {
+async fn agent_command_not_found_fails_the_job(backend: Backend) {
     let text = config_text("[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n", FAST_REAPER)
         .replace("./agents/developer.sh", "./agents/no-such-agent.sh");
-    let h = Harness::from_text(text).await;
+    let h = Harness::from_text(backend, text).await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
@@ -227,10 +228,9 @@ async fn agent_command_not_found_fails_the_job() {
     run.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_not_executable_fails_the_job() {
+async fn agent_not_executable_fails_the_job(backend: Backend) {
     use std::os::unix::fs::PermissionsExt;
-    let h = Harness::new("[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n").await;
+    let h = Harness::new(backend, "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n").await;
     let agent = h.path().join("agents/developer.sh");
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o644)).unwrap();
     let node = h.node("node-a");
@@ -243,9 +243,23 @@ async fn agent_not_executable_fails_the_job() {
     run.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_gate_command_fails_the_job_with_the_reason() {
+async fn missing_gate_command_fails_the_job_with_the_reason(backend: Backend) {
     let extra = "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"missing-gate\"]\n\
                  [gates.missing-gate]\ncommand = [\"./gates/not-there.sh\"]\ntimeout_s = 5\n";
-    bad_input_case(extra, "true", "gate missing-gate could not start: command not found").await;
+    bad_input_case(backend, extra, "true", "gate missing-gate could not start: command not found").await;
 }
+
+backend_tests!(
+    quick_track_happy_path_reaches_done_with_events_in_order,
+    gate_failure_rolls_back_to_on_fail_then_second_attempt_passes,
+    exhausted_attempts_block_the_item_with_the_reason,
+    agent_killed_from_outside_ends_lost_and_the_stage_is_retried,
+    malformed_verdict_fails_the_job_with_the_reason,
+    unknown_verdict_value_fails_the_job_with_the_reason,
+    missing_verdict_fails_the_job_with_the_reason,
+    oversized_verdict_fails_the_job_with_the_reason,
+    agent_exit_code_fails_the_job_with_the_reason,
+    agent_command_not_found_fails_the_job,
+    agent_not_executable_fails_the_job,
+    missing_gate_command_fails_the_job_with_the_reason,
+);

@@ -1,7 +1,8 @@
 //! Operator actions against a running node, and graceful shutdown: cancel kills
 //! the running agent's group and fences its job; escalate moves the item to
 //! full-cycle; an approval edge waits for `approve`; SIGTERM-style shutdown puts
-//! running jobs back in the queue so the next node continues.
+//! running jobs back in the queue so the next node continues. Every scenario
+//! runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`).
 
 mod common;
 
@@ -17,9 +18,8 @@ fn workdir(h: &Harness, key: &orch_core::ItemKey) -> std::path::PathBuf {
 
 const SLOW_DEVELOPER: &str = "echo $$ > pid\nwhile [ ! -f release ]; do sleep 0.05; done\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_kills_the_running_agent_and_fences_its_job() {
-    let h = Harness::new("").await;
+async fn cancel_kills_the_running_agent_and_fences_its_job(backend: Backend) {
+    let h = Harness::new(backend, "").await;
     h.agent("developer", &format!("{SLOW_DEVELOPER}{PASS}"));
     let node = h.node("node-a");
     let run = h.start(&node);
@@ -42,9 +42,8 @@ async fn cancel_kills_the_running_agent_and_fences_its_job() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn escalate_moves_a_running_bug_to_full_cycle() {
-    let h = Harness::new("").await;
+async fn escalate_moves_a_running_bug_to_full_cycle(backend: Backend) {
+    let h = Harness::new(backend, "").await;
     h.agent("developer", &format!("if [ ! -f escalated ]; then touch escalated; {SLOW_DEVELOPER}fi\n{PASS}"));
     let node = h.node("node-a");
     let run = h.start(&node);
@@ -64,9 +63,8 @@ async fn escalate_moves_a_running_bug_to_full_cycle() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approval_edge_waits_for_approve() {
-    let h = Harness::new("[[edges]]\nfrom = \"deploy-staging\"\nto = \"deploy\"\napproval = true\n").await;
+async fn approval_edge_waits_for_approve(backend: Backend) {
+    let h = Harness::new(backend, "[[edges]]\nfrom = \"deploy-staging\"\nto = \"deploy\"\napproval = true\n").await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
@@ -82,9 +80,8 @@ async fn approval_edge_waits_for_approve() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocked_item_retry_gets_fresh_attempts() {
-    let h = Harness::new("[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n").await;
+async fn blocked_item_retry_gets_fresh_attempts(backend: Backend) {
+    let h = Harness::new(backend, "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n").await;
     h.agent("developer", &format!("if [ ! -f failed-once ]; then touch failed-once; exit 4; fi\n{PASS}"));
     let node = h.node("node-a");
     let run = h.start(&node);
@@ -99,9 +96,8 @@ async fn blocked_item_retry_gets_fresh_attempts() {
     h.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_kills_agents_after_the_drain_and_requeues_their_jobs() {
-    let h = Harness::new("").await;
+async fn shutdown_kills_agents_after_the_drain_and_requeues_their_jobs(backend: Backend) {
+    let h = Harness::new(backend, "").await;
     h.agent("developer", &format!("if [ -f pid ]; then {PASS}; exit 0; fi\n{SLOW_DEVELOPER}{PASS}"));
     let mut opts = h.node_opts("node-a");
     opts.drain = Duration::from_millis(300);
@@ -126,3 +122,11 @@ async fn shutdown_kills_agents_after_the_drain_and_requeues_their_jobs() {
     run_b.await.unwrap();
     h.assert_audit_clean().await;
 }
+
+backend_tests!(
+    cancel_kills_the_running_agent_and_fences_its_job,
+    escalate_moves_a_running_bug_to_full_cycle,
+    approval_edge_waits_for_approve,
+    blocked_item_retry_gets_fresh_attempts,
+    shutdown_kills_agents_after_the_drain_and_requeues_their_jobs,
+);

@@ -1,10 +1,15 @@
 //! What orch's test suites share: a fresh PostgreSQL database per test on the
 //! server named by `ORCH_TEST_DATABASE_URL`, dropped when the test ends, pass or
-//! fail. One copy, so every suite finds the server the same way and fails the
-//! same loud way when it is missing (a test that needs a service and cannot find
-//! it must fail, never skip).
+//! fail; and the base config the engine's scenarios start from. One copy, so
+//! every suite finds the server the same way and fails the same loud way when it
+//! is missing (a test that needs a service and cannot find it must fail, never
+//! skip).
 
 use std::future::Future;
+
+mod config;
+
+pub use config::{FAST_REAPER, config_text};
 
 /// The admin URL of the test server: `ORCH_TEST_DATABASE_URL`, or the local
 /// server `scripts/test` makes sure of.
@@ -12,14 +17,19 @@ pub fn pg_admin_url() -> String {
     std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// `url` with its database name replaced by `db`.
+/// `url` with its database name replaced by `db`; a `?query` (say `sslmode`)
+/// is kept.
 pub fn with_database(url: &str, db: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let base = match url[scheme_end..].find('/') {
-        Some(i) => &url[..scheme_end + i],
-        None => url,
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
     };
-    format!("{base}/{db}")
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
 }
 
 /// Runs `f` on a small runtime of its own in a thread of its own, so it works
@@ -37,10 +47,17 @@ fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> O
 async fn admin_execute(sql: String) -> Result<(), String> {
     use sqlx::Connection;
     let admin = pg_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    let mut conn = sqlx::PgConnection::connect(&admin).await.map_err(|e| {
+        format!(
+            "cannot reach the test PostgreSQL server at {admin}: {e}\n\
+                 start it (scripts/ensure-postgres), or point ORCH_TEST_DATABASE_URL at one \
+                 (these tests are never skipped)"
+        )
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
         .await
-        .map_err(|e| format!("cannot reach the test PostgreSQL server at {admin}: {e}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{sql} on {admin}: {e}"))?;
     Ok(())
 }
 
@@ -81,5 +98,17 @@ impl PgDatabase {
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let _ = block_on(admin_execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_replaces_only_the_database_name() {
+        assert_eq!(with_database("postgres://u@h:5432/test", "t1"), "postgres://u@h:5432/t1");
+        assert_eq!(with_database("postgres://u@h:5432", "t1"), "postgres://u@h:5432/t1");
+        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "t1"), "postgres://u@h/t1?sslmode=disable");
     }
 }

@@ -1,6 +1,8 @@
 //! Shared harness for the engine tests: a temporary folder with shell-script agents
-//! and gates, a config with sub-second timings, a real store (SQLite file by
-//! default), a `ManualClock`, and helpers that wait on a condition with a deadline.
+//! and gates, the base config of `orch-test-support` (sub-second timings), a real
+//! store on either backend (a SQLite file, or a fresh PostgreSQL database dropped
+//! with the harness), a `ManualClock`, helpers that wait on a condition with a
+//! deadline, and `backend_tests!`, which runs each scenario on both backends.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,41 +16,57 @@ use orch_core::config::Config;
 use orch_core::{ItemKey, ItemKind, ItemState, ItemStatus, KeyPrefix, Timestamp};
 use orch_engine::{ManualClock, Node, NodeOptions};
 use orch_store::{Event, Item, Job, NewItem, Store};
+use orch_test_support::PgDatabase;
+pub use orch_test_support::{FAST_REAPER, config_text};
 
 /// A pass verdict written by an agent script.
 pub const PASS: &str = r#"printf '{"verdict":"pass","summary":"ok"}' > "$ORCH_VERDICT_FILE""#;
+
+/// The store a scenario runs on; `backend_tests!` runs each scenario on both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the harness's folder.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (`ORCH_TEST_DATABASE_URL`).
+    Postgres,
+}
+
+/// Instantiates each `async fn name(backend: Backend)` scenario twice, as
+/// `sqlite::name` and `postgres::name`, so both backends are held to one
+/// behaviour (the shape of orch-store's conformance suite). A scenario missing
+/// from the list is dead code, which clippy refuses.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub clock: ManualClock,
+    /// The store's URL, for nodes that open a store of their own.
     pub url: String,
-    /// The PostgreSQL database this harness created, dropped with it.
-    pub pg_db: Option<String>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_db.take() else { return };
-        // Drop may run while a panic unwinds and outside the test's runtime: use a
-        // thread with a small runtime of its own.
-        let _ = std::thread::spawn(move || {
-            use sqlx::Connection;
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    /// The PostgreSQL database this harness created, dropped with it (after the
+    /// fields above, so the store's pool closes first).
+    pub pg: Option<PgDatabase>,
 }
 
 /// Writes an executable shell script at `dir/name`.
@@ -59,75 +77,20 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-/// The base config: two tracks (quick has development → testing → deploy-staging →
-/// deploy), agents for every role running `agents/<role>.sh`, sub-second reaper
-/// timings, plus `extra` appended (edges, gates, overrides of agents).
-pub fn config_text(extra: &str, reaper: &str) -> String {
-    format!(
-        r#"
-[store]
-url = "sqlite://orch.db"
-
-[node]
-id = "node-a"
-max_concurrent_jobs = 8
-data_dir = "data"
-
-[reaper]
-{reaper}
-
-[[repos]]
-name = "shop"
-key = "SHOP"
-path = "."
-
-[agents.analyst]
-command = ["./agents/analyst.sh"]
-timeout_s = 20
-[agents.architect]
-command = ["./agents/architect.sh"]
-timeout_s = 20
-[agents.developer]
-command = ["./agents/developer.sh"]
-timeout_s = 20
-[agents.tester]
-command = ["./agents/tester.sh"]
-timeout_s = 20
-[agents.deployer]
-command = ["./agents/deployer.sh"]
-timeout_s = 20
-
-{extra}
-"#
-    )
-}
-
-pub const FAST_REAPER: &str =
-    "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 60\nlease_ttl_s = 1\nheartbeat_s = 0.05\n";
-
 impl Harness {
-    /// A harness whose agents all pass, with `extra` config appended.
-    pub async fn new(extra: &str) -> Self {
-        Self::with_reaper(extra, FAST_REAPER).await
+    /// A harness on `backend` whose agents all pass, with `extra` config appended.
+    pub async fn new(backend: Backend, extra: &str) -> Self {
+        Self::with_reaper(backend, extra, FAST_REAPER).await
     }
 
-    pub async fn with_reaper(extra: &str, reaper: &str) -> Self {
-        Self::from_text(config_text(extra, reaper)).await
+    /// A harness on `backend` with `reaper` as the `[reaper]` body.
+    pub async fn with_reaper(backend: Backend, extra: &str, reaper: &str) -> Self {
+        Self::from_text(backend, config_text(extra, reaper)).await
     }
 
-    /// A harness on exactly this config text, with a fresh PostgreSQL database
-    /// (from `ORCH_TEST_DATABASE_URL`) as its store instead of SQLite.
-    pub async fn from_text_pg(text: String) -> Self {
-        let url = fresh_pg_database().await;
-        let mut h = Self::from_text(text).await;
-        h.store = orch_store::open(&url).await.unwrap();
-        h.pg_db = url.rsplit_once('/').map(|(_, db)| db.to_owned());
-        h.url = url;
-        h
-    }
-
-    /// A harness on exactly this config text.
-    pub async fn from_text(text: String) -> Self {
+    /// A harness on `backend` with exactly this config text. The store is the
+    /// harness's own whatever the text's `[store]` says.
+    pub async fn from_text(backend: Backend, text: String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("agents")).unwrap();
         for role in ["analyst", "architect", "developer", "tester", "deployer"] {
@@ -140,10 +103,16 @@ impl Harness {
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
         let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("sqlite://{}", dir.path().join("orch.db").display());
-        let store = orch_store::open(&url).await.unwrap();
+        let (url, pg) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
+            Backend::Postgres => {
+                let db = PgDatabase::create("orch_engine");
+                (db.url().to_owned(), Some(db))
+            }
+        };
+        let store = orch_store::open(&url).await.unwrap_or_else(|e| panic!("opening {url}: {e}"));
         let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-        Self { dir, store, config: Arc::new(config), clock, url, pg_db: None }
+        Self { dir, store, config: Arc::new(config), clock, url, pg }
     }
 
     pub fn path(&self) -> &Path {
@@ -363,19 +332,4 @@ pub async fn read_pid(path: &Path) -> i32 {
         async move { std::fs::read_to_string(&p).ok()?.trim().parse().ok() }
     })
     .await
-}
-
-/// Creates an empty database on the test server and returns its URL. Fails the
-/// test loudly (naming the URL) when no server answers: these tests never skip.
-pub async fn fresh_pg_database() -> String {
-    use sqlx::Connection;
-    let admin =
-        std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required at ORCH_TEST_DATABASE_URL={admin}: {e}"));
-    let name = format!("orch_engine_{}", rand::random::<u64>());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
-    format!("{base}/{name}")
 }

@@ -30,7 +30,7 @@ async fn unreachable_postgres_is_unavailable() {
 
 #[tokio::test]
 async fn missing_postgres_database_is_unavailable() {
-    let url = crate::support::with_database(&crate::support::pg_admin_url(), "orch_no_such_db");
+    let url = orch_test_support::with_database(&orch_test_support::pg_admin_url(), "orch_no_such_db");
     let err = orch_store::open(&url).await.err().expect("no such database");
     assert!(matches!(&err, Error::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("orch_no_such_db"), "{err}");

@@ -4,7 +4,8 @@
 //!
 //! PostgreSQL tests use `ORCH_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) as an admin URL to create their own
-//! database; an unreachable server fails the test, naming the URL.
+//! database (`orch_test_support::PgDatabase`, dropped when the test ends, pass or
+//! fail); an unreachable server fails the test, naming the URL.
 
 mod bad_input;
 mod durability;

@@ -7,8 +7,6 @@
 use orch_core::{ItemStatus, JobStatus};
 use sqlx::Connection;
 
-use crate::support::{create_pg_database, drop_pg_database, pg_admin_url, with_database};
-
 fn migration(backend: &str, file: &str) -> String {
     let path = format!("{}/migrations/{backend}/{file}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -118,15 +116,14 @@ async fn sqlite_v1_store_upgrades_and_backfills_counts() {
 
 #[tokio::test]
 async fn postgres_v1_store_upgrades_and_backfills_counts() {
-    let db = create_pg_database().await;
-    let url = with_database(&pg_admin_url(), &db);
+    let db = orch_test_support::PgDatabase::create("orch_t");
+    let url = db.url();
     {
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(migration("postgres", "0001_init.sql"))).execute(&mut c).await.unwrap();
         for q in HISTORY {
             sqlx::query(*q).execute(&mut c).await.unwrap();
         }
     }
-    assert_upgraded(&url).await;
-    drop_pg_database(&db);
+    assert_upgraded(url).await;
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::support::{T0, TestDb, create_pg_database, drop_pg_database, pg_admin_url, with_database};
+use crate::support::{T0, TestDb};
 
 /// A transaction holding seq n open while seq n+1 commits: `events_since` hands out
 /// neither until n commits, so a tailing reader never skips n.
@@ -140,12 +140,12 @@ fn with_host_port(url: &str, addr: SocketAddr) -> String {
 /// (12 s) instead of waiting for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_over_a_frozen_network_fails_within_its_deadline() {
-    let db = create_pg_database().await;
-    let admin = pg_admin_url();
+    let db = orch_test_support::PgDatabase::create("orch_t");
+    let admin = orch_test_support::pg_admin_url();
     let server = sqlx::postgres::PgConnectOptions::from_str(&admin).unwrap();
     let upstream = tokio::net::lookup_host((server.get_host(), server.get_port())).await.unwrap().next().unwrap();
     let (proxy, mut frozen) = freezing_proxy(upstream, b"FROM nodes ORDER BY id").await;
-    let url = with_host_port(&with_database(&admin, &db), proxy);
+    let url = with_host_port(db.url(), proxy);
     let store = orch_store::open(&url).await.unwrap_or_else(|e| panic!("opening {url} through the proxy: {e}"));
     assert!(store.store_time().await.unwrap().is_some(), "the store answers through the proxy before it freezes");
 
@@ -163,5 +163,5 @@ async fn a_call_over_a_frozen_network_fails_within_its_deadline() {
     assert!(err.to_string().contains("nodes got no answer"), "{err}");
     assert!(waited < Duration::from_secs(20), "gave up only after {waited:?}");
     drop(store);
-    drop_pg_database(&db);
+    drop(db);
 }
