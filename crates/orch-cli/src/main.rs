@@ -41,6 +41,8 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// File, show and list work items, read their event log, and retry, cancel, escalate or approve them.
     Item(cmd::item::Args),
+    /// List and show the local forge's pull requests (one per item).
+    Pr(cmd::pr::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => cmd::audit::run(&cli.config, &args),
         Command::Migrate(args) => cmd::migrate::run(&cli.config, &args),
         Command::Item(args) => cmd::item::run(&cli.config, &args),
+        Command::Pr(args) => cmd::pr::run(&cli.config, &args),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,7 @@ pub(crate) fn item(i: &Item) -> Value {
         "version": i.version,
         "attempts": i.attempts,
         "branch": i.branch,
+        "head_sha": i.head_sha,
         "pr": i.pr,
         "created_at": i.created_at.to_rfc3339(),
         "updated_at": i.updated_at.to_rfc3339(),

@@ -44,7 +44,14 @@ pub enum StageResult {
     Errored { reason: String },
     /// Verdict `blocked`: the agent needs a human.
     NeedsHuman { reason: String },
+    /// The work passed but cannot land: it conflicts with main. Back to the
+    /// track's development stage (or this stage if it has none); the reason starts
+    /// with [`MERGE_CONFLICT`] so the audit can tell this rollback from others.
+    Conflict { reason: String },
 }
+
+/// How the reason of a rollback for a merge conflict starts.
+pub const MERGE_CONFLICT: &str = "merge conflict";
 
 /// What an operator can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +161,23 @@ pub fn decide(state: &ItemState, config: &Config, outcome: &Outcome) -> Result<T
                     }
                     StageResult::Errored { reason } => rollback(state, config, state.stage.clone(), reason),
                     StageResult::NeedsHuman { reason } => block(state, reason.clone()),
+                    StageResult::Conflict { reason } => {
+                        // Back, never forwards: from a stage before development
+                        // (there is no merge there, but stay total) the stage retries.
+                        let stages = config.tracks.get(&state.track).map(|t| t.stages.as_slice()).unwrap_or(&[]);
+                        let pos = |s: &StageName| stages.iter().position(|x| x == s);
+                        let target = config
+                            .development_stage(&state.track)
+                            .filter(|d| pos(d) <= pos(&state.stage))
+                            .unwrap_or(&state.stage)
+                            .clone();
+                        let reason = if reason.starts_with(MERGE_CONFLICT) {
+                            reason.clone()
+                        } else {
+                            format!("{MERGE_CONFLICT}: {reason}")
+                        };
+                        rollback(state, config, target, &reason)
+                    }
                 }
             }
         }

@@ -15,7 +15,9 @@ pub mod names;
 pub mod time;
 pub mod verdict;
 
-pub use decide::{DecideError, Decision, JobOutcome, OperatorAction, Outcome, StageResult, Transition, decide};
+pub use decide::{
+    DecideError, Decision, JobOutcome, MERGE_CONFLICT, OperatorAction, Outcome, StageResult, Transition, decide,
+};
 pub use event::EventKind;
 pub use key::{ItemKey, KeyError, KeyPrefix};
 pub use model::{ItemKind, ItemState, ItemStatus, JobStatus, ParseEnumError};

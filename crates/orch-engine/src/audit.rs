@@ -371,7 +371,10 @@ fn check_step(config: &Config, walk: &mut Walk, kind: EventKind, e: &Event) -> R
         EventKind::ItemDone => next == EdgeTarget::Done,
         EventKind::ItemRolledBack => {
             let on_fail = config.edge(&from, &next).and_then(|edge| edge.on_fail.clone());
-            to_stage.as_ref() == Some(&from) || to_stage == on_fail
+            // Work that cannot land (a merge conflict) goes back to development.
+            let conflict = e.reason.as_deref().is_some_and(|r| r.starts_with(orch_core::MERGE_CONFLICT))
+                && to_stage.as_ref() == config.development_stage(&track);
+            to_stage.as_ref() == Some(&from) || to_stage == on_fail || conflict
         }
         EventKind::ItemEscalated => {
             let full = TrackName::full_cycle();

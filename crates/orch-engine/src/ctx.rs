@@ -214,6 +214,8 @@ pub(crate) struct Ctx {
     pub(crate) layout: Layout,
     pub(crate) metrics: Metrics,
     pub(crate) containment: Containment,
+    /// The repositories this node has mirrors of.
+    pub(crate) repos: crate::vcs::Repos,
     pub(crate) owned: OwnedJobs,
     pub(crate) lease: LeaseDeadline,
     /// This node's offset to the store's clock in ms (store − local), added to
@@ -252,6 +254,7 @@ impl Ctx {
             opts,
             metrics: Metrics::default(),
             containment,
+            repos: crate::vcs::Repos::default(),
             owned: OwnedJobs::default(),
             lease: LeaseDeadline::new(ttl),
             clock_offset_ms: AtomicI64::new(0),
@@ -340,7 +343,10 @@ impl Ctx {
         let (id, epoch) = (job.id, job.epoch);
         let lost = self.own(id, epoch);
         let ctx = Arc::clone(self);
-        self.spawn_job_task("job", id, epoch, async move { job::run(&ctx, &job, &lost).await });
+        self.spawn_job_task("job", id, epoch, async move {
+            let r = job::run(&ctx, &job, &lost).await;
+            fenced_if_past_deadline(&ctx, &job, r).await
+        });
     }
 
     /// Spawns a finalizer for a job this node has just taken over at `job.epoch`.
@@ -348,7 +354,10 @@ impl Ctx {
         let (id, epoch) = (job.id, job.epoch);
         let lost = self.own(id, epoch);
         let ctx = Arc::clone(self);
-        self.spawn_job_task("finalizer", id, epoch, async move { finalize::finalize(&ctx, &job, &lost).await });
+        self.spawn_job_task("finalizer", id, epoch, async move {
+            let r = finalize::finalize(&ctx, &job, &lost).await;
+            fenced_if_past_deadline(&ctx, &job, r).await
+        });
     }
 
     /// Starts one of the node's loops (scheduler, heartbeat, reaper, watchdog).
@@ -371,6 +380,16 @@ impl Ctx {
                 Err(e) => ctx.die(format!("the {name} loop was cancelled: {e}")),
             }
         })
+    }
+}
+
+/// An owner whose lease deadline passed while it waited on the store has fenced
+/// itself (its processes are dead): that is an outcome to record, with the kill
+/// time, not an error to log and forget.
+async fn fenced_if_past_deadline(ctx: &Ctx, job: &Job, r: Result<(), Error>) -> Result<(), Error> {
+    match r {
+        Err(Error::LeaseDeadline) => finalize::fenced_out(ctx, job, "lease deadline", None).await,
+        other => other,
     }
 }
 

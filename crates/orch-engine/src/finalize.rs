@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::ctx::Ctx;
+use crate::vcs::{self, AfterRun};
 use crate::{Error, events, gates};
 
 /// The judgement of a finished run before any gate runs.
@@ -70,11 +71,23 @@ pub(crate) async fn commit(
     let Some(item) = ctx.within_lease(ctx.store.get_item(&job.item)).await? else {
         return Err(Error::Vanished(job.id));
     };
+    let mut result = result;
+    // The last stage passed: the pull request merges into main now, before the
+    // item is recorded done, and only here (DESIGN §6: main changes only by this).
+    if result == StageResult::Passed && finishes_item(ctx, job, &item, escalate) {
+        match vcs::merge(ctx, job, &item).await {
+            Ok(None) => {}
+            Ok(Some(conflict)) => result = StageResult::Conflict { reason: conflict },
+            Err(AfterRun::Fenced) => return fenced_out(ctx, job, "merge", None).await,
+            Err(AfterRun::Infra(reason) | AfterRun::Contained(reason)) => result = StageResult::Errored { reason },
+        }
+    }
     let (status, reason) = match &result {
         StageResult::Passed => (JobStatus::Done, None),
-        StageResult::Rejected { reason } | StageResult::Errored { reason } | StageResult::NeedsHuman { reason } => {
-            (JobStatus::Failed, Some(reason.clone()))
-        }
+        StageResult::Rejected { reason }
+        | StageResult::Errored { reason }
+        | StageResult::NeedsHuman { reason }
+        | StageResult::Conflict { reason } => (JobStatus::Failed, Some(reason.clone())),
     };
     let final_ = JobFinal { id: job.id, epoch: job.epoch, status, reason: reason.clone(), verdict };
     let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result, escalate });
@@ -132,6 +145,12 @@ pub(crate) async fn commit(
             Err(Error::Conflict(job.item.to_string()))
         }
     }
+}
+
+/// Whether a passing `job` would finish its item (its stage's exit is `done`).
+fn finishes_item(ctx: &Ctx, job: &Job, item: &orch_store::Item, escalate: bool) -> bool {
+    let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result: StageResult::Passed, escalate });
+    matches!(decide(&item.state(), &ctx.config, &outcome), Ok(t) if matches!(t.decision, orch_core::Decision::Done { .. }))
 }
 
 /// Records that this owner was fenced out at `step` and stops. `killed_at` is when

@@ -13,7 +13,10 @@ use tracing::info;
 use crate::ctx::Ctx;
 use crate::launch::{self, INFRA, LogMode, ProcSpec};
 use crate::process::Ended;
-use crate::{Error, untrusted};
+use crate::{Error, untrusted, vcs};
+use orch_core::config::GateTree;
+use orch_store::{PrCheck, PrUpdate};
+use orch_vcs::Preview;
 
 /// What the gates of an edge concluded.
 pub(crate) enum GatesOutcome {
@@ -36,25 +39,61 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
         return Ok(GatesOutcome::Passed);
     }
     // A node that took this job over may never have run anything for the item:
-    // make every folder the gates need, here, rather than fail to start them.
-    let workdir = match ctx.layout.prepare(&job.item) {
-        Ok(dir) => dir,
-        Err(e) => {
-            return Ok(GatesOutcome::Infra(format!(
-                "{INFRA}cannot prepare the working directory under {}: {e}",
-                ctx.layout.root().display()
-            )));
-        }
+    // make every folder the gates need, and the worktree at the SHA the store
+    // records, here, rather than fail to start them.
+    if let Err(e) = ctx.layout.prepare() {
+        let why = format!("{INFRA}cannot prepare the data folder {}: {e}", ctx.layout.root().display());
+        return Ok(GatesOutcome::Infra(why));
+    }
+    let tree = match vcs::prepare(ctx, job, &item).await {
+        Ok(tree) => tree,
+        Err(vcs::PrepareError::Fenced) => return Ok(GatesOutcome::Stopped),
+        Err(vcs::PrepareError::Infra(reason)) => return Ok(GatesOutcome::Infra(reason)),
     };
+    let sha = tree.base.clone();
     for name in &edge.gates {
         if lost.is_cancelled() {
             return Ok(GatesOutcome::Stopped);
         }
-        let (result, infra) = match run_gate(ctx, job, name, &workdir, lost).await {
+        let on = ctx.config.gates.get(name).map(|g| g.on).unwrap_or_default();
+        let run = match on {
+            GateTree::Branch => run_gate(ctx, job, name, &tree.wt.path, lost).await,
+            GateTree::MergePreview => {
+                let path = ctx.layout.preview(job.id, job.epoch, name.as_str());
+                match tree.handle.repo.merge_preview(&sha, &path, &tree.handle.author).await {
+                    Ok(Preview::Ready(p)) => {
+                        let run = run_gate(ctx, job, name, &p, lost).await;
+                        let _ = tree.handle.repo.remove_worktree(&p).await;
+                        run
+                    }
+                    Ok(Preview::Conflict(paths)) => GateRun::Ran(GateResult {
+                        gate: name.to_string(),
+                        passed: false,
+                        exit_code: None,
+                        metric: None,
+                        duration_ms: 0,
+                        reason: Some(format!("gate {name}: the branch conflicts with main in: {}", paths.join(", "))),
+                        sha: None,
+                    }),
+                    Err(e) => GateRun::CouldNotStart(GateResult {
+                        gate: name.to_string(),
+                        passed: false,
+                        exit_code: None,
+                        metric: None,
+                        duration_ms: 0,
+                        reason: Some(format!("{INFRA}gate {name}: cannot make the merge preview: {e}")),
+                        sha: None,
+                    }),
+                }
+            }
+        };
+        let (mut result, infra) = match run {
             GateRun::Stopped => return Ok(GatesOutcome::Stopped),
             GateRun::Ran(r) => (r, false),
             GateRun::CouldNotStart(r) => (r, true),
         };
+        result.sha = Some(sha.clone());
+        report_check(ctx, &item, &result).await;
         info!(item = %job.item, job = %job.id, epoch = job.epoch, gate = %name, passed = result.passed, infra, "gate");
         let passed = result.passed;
         let reason = result.reason.clone();
@@ -69,6 +108,23 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
         }
     }
     Ok(GatesOutcome::Passed)
+}
+
+/// Shows the gate's result on the item's pull request, for the SHA it ran on.
+async fn report_check(ctx: &Ctx, item: &orch_store::Item, result: &GateResult) {
+    if item.pr.is_none() {
+        return;
+    }
+    let check = PrCheck {
+        sha: result.sha.clone().unwrap_or_default(),
+        passed: result.passed,
+        reason: result.reason.clone(),
+        at: ctx.now(),
+    };
+    let update = PrUpdate { check: Some((result.gate.clone(), check)), ..PrUpdate::default() };
+    if let Err(e) = ctx.store.update_pr(&item.key, update, ctx.now()).await {
+        tracing::warn!(item = %item.key, error = %e, "cannot report a check on the pull request");
+    }
 }
 
 /// How one gate's run went.
@@ -125,6 +181,11 @@ async fn run_gate(
         Err(e) => return GateRun::CouldNotStart(fail(format!("{INFRA}gate {name} could not start: {e}"), None, None)),
     };
     let ended = launch::wait(ctx, job, proc_, gate.timeout(), lost).await;
+    if lost.is_cancelled() {
+        // Killed because this owner lost the job (the self-fence kills before it
+        // tells the task): not a verdict on the work.
+        return GateRun::Stopped;
+    }
     let tail = || untrusted::tail(&log, 64 * 1024);
     let last_line = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     let code = match ended {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::ctx::Ctx;
 use crate::launch::{self, INFRA, LogMode, ProcSpec};
 use crate::process::Ended;
+use crate::vcs::{self, AfterRun};
 use crate::{Error, finalize, prompt, untrusted};
 
 /// Runs `job` (claimed by this node at `job.epoch`) to its transition.
@@ -28,13 +29,22 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
         return finish(ctx, job, lost, ExitInfo { exit_code: None, reason: Some(reason), verdict: None }).await;
     };
     let log_path = ctx.layout.job_log(id);
-    let workdir = match ctx.layout.prepare(&job.item) {
-        Ok(dir) => dir,
-        Err(e) => {
-            let reason = format!("{INFRA}cannot prepare working directory under {}: {e}", ctx.layout.root().display());
-            return finish(ctx, job, lost, ExitInfo { exit_code: None, reason: Some(reason), verdict: None }).await;
+    let infra = |reason: String| ExitInfo { exit_code: None, reason: Some(reason), verdict: None };
+    if let Err(e) = ctx.layout.prepare() {
+        let reason = format!("{INFRA}cannot prepare the data folder {}: {e}", ctx.layout.root().display());
+        return finish(ctx, job, lost, infra(reason)).await;
+    }
+    let item = ctx.within_lease(ctx.store.get_item(&job.item)).await?.ok_or(Error::Vanished(id))?;
+    // The item's worktree at the SHA the store records, on whichever node this is.
+    let tree = match vcs::prepare(ctx, job, &item).await {
+        Ok(tree) => tree,
+        Err(vcs::PrepareError::Fenced) => return finalize::fenced_out(ctx, job, "prepare", None).await,
+        Err(vcs::PrepareError::Infra(reason)) => {
+            warn!(item = %job.item, job = %id, reason = %reason, "cannot prepare the item's worktree");
+            return finish(ctx, job, lost, infra(reason)).await;
         }
     };
+    let workdir = tree.wt.path.clone();
 
     let exit = if agent.adapter == AdapterKind::None {
         // A stage that is all checks: no process, straight to its gates.
@@ -107,8 +117,26 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                     };
                 }
                 info!(item = %job.item, job = %id, epoch, pid, stage = %job.stage, "job.started");
-                match launch::wait(ctx, job, started, agent.timeout(), lost).await {
-                    Ended::Exited(code) => exit_with_verdict(code, agent.verdict, &verdict_path).await,
+                let ended = launch::wait(ctx, job, started, agent.timeout(), lost).await;
+                if lost.is_cancelled() {
+                    // However the process ended (the self-fence SIGKILLs it before
+                    // telling the task), this owner lost the job: its run's result is
+                    // not ours to record. Every process of the run is dead by now.
+                    return stopped(ctx, job, Some(ctx.now())).await;
+                }
+                match ended {
+                    Ended::Exited(code) => match vcs::after_run(ctx, job, &item, &tree, role.as_str()).await {
+                        Ok(_) => exit_with_verdict(code, agent.verdict, &verdict_path).await,
+                        Err(AfterRun::Fenced) => {
+                            return finalize::fenced_out(ctx, job, "push", Some(ctx.now())).await;
+                        }
+                        Err(AfterRun::Contained(why)) => ExitInfo {
+                            exit_code: None,
+                            reason: Some(format!("agent left its branch: {why}")),
+                            verdict: None,
+                        },
+                        Err(AfterRun::Infra(reason)) => infra(reason),
+                    },
                     Ended::Signalled(sig) => ExitInfo {
                         exit_code: None,
                         reason: Some(format!("exit=lost: agent was killed by signal {sig}")),

@@ -22,9 +22,24 @@ impl Layout {
         &self.root
     }
 
-    /// The item's working directory (a plain folder until worktrees arrive).
+    /// The item's worktree (a git worktree of its branch).
     pub fn workdir(&self, item: &ItemKey) -> PathBuf {
         self.root.join("work").join(item.to_string())
+    }
+
+    /// The node's bare mirror of a repository, shared by its items' worktrees.
+    pub fn mirror(&self, repo: &str) -> PathBuf {
+        self.root.join("repos").join(format!("{repo}.git"))
+    }
+
+    /// Where the merge into main is made (a temporary worktree).
+    pub fn merge_scratch(&self, item: &ItemKey) -> PathBuf {
+        self.root.join("merge").join(item.to_string())
+    }
+
+    /// Where a merge-preview gate's tree is checked out.
+    pub fn preview(&self, job: JobId, epoch: i64, gate: &str) -> PathBuf {
+        self.root.join("preview").join(format!("job-{job}-e{epoch}-{gate}"))
     }
 
     /// The agent's combined stdout and stderr.
@@ -51,16 +66,15 @@ impl Layout {
         self.root.join("run").join(node)
     }
 
-    /// Creates the folders a job needs.
+    /// Creates the folders a job's files go in (logs, verdicts, prompts, and the
+    /// parents of worktrees, mirrors and scratch trees).
     ///
     /// # Errors
     /// The I/O error of the folder that could not be made.
-    pub fn prepare(&self, item: &ItemKey) -> std::io::Result<PathBuf> {
-        for sub in ["logs", "verdicts", "prompts"] {
+    pub fn prepare(&self) -> std::io::Result<()> {
+        for sub in ["logs", "verdicts", "prompts", "work", "repos", "merge", "preview"] {
             std::fs::create_dir_all(self.root.join(sub))?;
         }
-        let work = self.workdir(item);
-        std::fs::create_dir_all(&work)?;
-        Ok(work)
+        Ok(())
     }
 }

@@ -34,6 +34,7 @@ mod reconcile;
 mod registry;
 mod scheduler;
 pub mod untrusted;
+mod vcs;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::MetricsSnapshot;

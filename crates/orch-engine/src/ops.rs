@@ -27,6 +27,20 @@ pub enum OpError {
     Store(#[from] orch_store::Error),
 }
 
+/// A cancelled item's pull request is closed (rollback and escalation keep it).
+/// Best effort: the cancel stands whatever happens here, and an item without a PR
+/// has nothing to close.
+async fn close_pr(store: &dyn Store, key: &ItemKey, now: Timestamp) {
+    let Ok(Some(pr)) = store.get_pr(key).await else { return };
+    if pr.state != "open" {
+        return;
+    }
+    let update = orch_store::PrUpdate { state: Some("closed".into()), ..orch_store::PrUpdate::default() };
+    if let Err(e) = store.update_pr(key, update, now).await {
+        tracing::warn!(item = %key, error = %e, "cannot close the cancelled item's pull request");
+    }
+}
+
 /// Applies `action` to the item `key` at `now`. Retries a few times if the item's
 /// version moves underneath (a job finishing at the same moment).
 ///
@@ -59,7 +73,12 @@ pub async fn apply(
             enqueue: t.enqueue.clone(),
         };
         match store.commit_transition(commit, now).await? {
-            CommitOutcome::Applied { .. } => return Ok(t),
+            CommitOutcome::Applied { .. } => {
+                if action == OperatorAction::Cancel {
+                    close_pr(store, key, now).await;
+                }
+                return Ok(t);
+            }
             CommitOutcome::Conflict | CommitOutcome::FencedOut => continue,
         }
     }

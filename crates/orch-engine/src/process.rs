@@ -257,22 +257,29 @@ pub fn proc_start_time(pid: i32) -> Option<i64> {
 }
 
 /// Children the node adopted as child subreaper: every process whose parent is
-/// this process and that is not in `spawned` (the children it started itself).
+/// this process, that is not in `spawned` (the job leaders it started itself),
+/// and that is not in the node's own process group. That last test keeps the
+/// sweep off the node's other children (git, started through tokio, inherit the
+/// node's group): reaping one of those would steal its exit status from tokio,
+/// which then fails the command with ECHILD. An adopted orphan always comes from
+/// a job's own process group or from a session it made itself.
 fn adopted(spawned: &BTreeSet<i32>) -> Vec<i32> {
     let me = std::process::id();
+    let own_group = nix::unistd::getpgrp().as_raw();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| !spawned.contains(pid))
-        .filter(|pid| parent_of(*pid) == Some(me))
+        .filter(|pid| parent_and_group(*pid).is_some_and(|(ppid, pgrp)| ppid == me && pgrp != own_group))
         .collect()
 }
 
-/// The parent pid of `pid` (field 4 of /proc/PID/stat).
-fn parent_of(pid: i32) -> Option<u32> {
+/// The parent pid and process group of `pid` (fields 4 and 5 of /proc/PID/stat).
+fn parent_and_group(pid: i32) -> Option<(u32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
 /// Reaps adopted children that have died (zombies re-parented to the node as child
@@ -312,5 +319,31 @@ fn kill_adopted(tag: &str) {
 pub fn become_subreaper() {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(error = %e, "cannot become child subreaper; daemonized agents re-parent to init");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweep that reaps adopted orphans must never reap one of the node's own
+    /// children (git, started through tokio): tokio would then fail to wait for it
+    /// with ECHILD ("No child processes"), as it once did under load.
+    #[tokio::test]
+    async fn reaping_adopted_orphans_leaves_the_nodes_own_children_alone() {
+        let mut child = tokio::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id().unwrap()).unwrap();
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !zombie() {
+            assert!(std::time::Instant::now() < deadline, "the child never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        reap_adopted();
+        let status = child.wait().await.expect("tokio still waits for its own child");
+        assert!(status.success());
     }
 }

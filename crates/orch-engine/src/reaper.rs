@@ -82,6 +82,7 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
             warn!(item = %job.item, job = %job.id, error = %err, "tier-2 pass failed");
         }
     }
+    crate::vcs::sweep_worktrees(ctx).await;
     ctx.metrics.pass_done(ctx.now().as_millis());
     Ok(report)
 }

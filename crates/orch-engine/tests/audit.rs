@@ -44,7 +44,8 @@ async fn file_items(h: &Harness, prefix: &'static str) {
 /// Precondition: an empty store. Files the items, then injects into SHOP-7 a run
 /// of epoch 2 that started before epoch 1's processes were dead, and into AAA-3 a
 /// fenced-out owner whose processes were dead in time.
-async fn audit_store_checks_every_item_once_and_pins_the_overlap(h: &Harness) {
+async fn audit_store_checks_every_item_once_and_pins_the_overlap(backend: Backend) {
+    let h = &Harness::new(backend, "").await;
     file_items(h, "SHOP").await;
     file_items(h, "AAA").await;
     let t0 = h.clock.now_ts();
@@ -83,24 +84,17 @@ async fn audit_store_checks_every_item_once_and_pins_the_overlap(h: &Harness) {
     assert_eq!(fenced, [("AAA-3", Some("node-b")), ("SHOP-7", Some("node-a"))], "in key order");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_audit_store_checks_every_item_once_and_pins_the_overlap() {
-    let h = Harness::new("").await;
-    audit_store_checks_every_item_once_and_pins_the_overlap(&h).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_audit_store_checks_every_item_once_and_pins_the_overlap() {
-    let h = Harness::from_text_pg(config_text("", FAST_REAPER)).await;
-    audit_store_checks_every_item_once_and_pins_the_overlap(&h).await;
-}
+backend_tests!(
+    audit_store_checks_every_item_once_and_pins_the_overlap,
+    an_infrastructure_failure_retried_in_place_is_no_breach
+);
 
 /// A gate that cannot start fails the job as an infrastructure error; the engine
 /// retries the stage in place, recording `item.rolled_back` from the stage to
 /// itself, which the audit must not mistake for a rollback along `on_fail`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_infrastructure_failure_retried_in_place_is_no_breach() {
+async fn an_infrastructure_failure_retried_in_place_is_no_breach(backend: Backend) {
     let h = Harness::new(
+        backend,
         "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"missing\"]\non_fail = \"development\"\n\
          [gates.missing]\ncommand = [\"./gates/not-there.sh\"]\ntimeout_s = 5\n\
          [stages.development]\nrole = \"developer\"\nmax_attempts = 2\n",

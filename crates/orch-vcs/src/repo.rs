@@ -54,12 +54,17 @@ pub struct Repo {
     git: Git,
     spec: RepoSpec,
     mirror: PathBuf,
+    /// Held by every command that writes the mirror's shared refs or worktree
+    /// list (fetch, worktree add/remove, pushes): two of them at once in one
+    /// repository fail on git's ref locks ("cannot lock ref").
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A worktree of an item's branch.
 #[derive(Clone, Debug)]
 pub struct Worktree {
     git: Git,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     pub path: PathBuf,
     pub branch: String,
 }
@@ -67,7 +72,26 @@ pub struct Worktree {
 impl Repo {
     /// A repo whose mirror is (or will be) at `mirror`.
     pub fn new(git: Git, spec: RepoSpec, mirror: PathBuf) -> Self {
-        Self { git, spec, mirror }
+        Self { git, spec, mirror, lock: std::sync::Arc::default() }
+    }
+
+    /// Runs a git command that writes the mirror's shared state, one at a time.
+    async fn locked(&self, dir: &Path, args: &[&str]) -> Result<crate::git::Output, Error> {
+        let _held = self.lock.lock().await;
+        self.git.output(dir, args, &[]).await
+    }
+
+    /// [`Repo::locked`] that must succeed.
+    async fn locked_ok(&self, dir: &Path, args: &[&str]) -> Result<String, Error> {
+        let out = self.locked(dir, args).await?;
+        if out.code == 0 {
+            return Ok(out.stdout.trim_end().to_owned());
+        }
+        Err(Error::Failed {
+            command: format!("git {}", args.join(" ")),
+            code: out.code,
+            stderr: out.stderr.trim().to_owned(),
+        })
     }
 
     pub fn spec(&self) -> &RepoSpec {
@@ -110,8 +134,7 @@ impl Repo {
     /// # Errors
     /// The git failure (e.g. the remote is unreachable).
     pub async fn fetch(&self) -> Result<(), Error> {
-        self.git
-            .run(&self.mirror, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/remotes/origin/*"])
+        self.locked_ok(&self.mirror, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/remotes/origin/*"])
             .await
             .map(|_| ())
     }
@@ -139,7 +162,12 @@ impl Repo {
     /// did not create and the store knows nothing of; `Error::UnknownCommit` when
     /// the recorded SHA cannot be found even after a fetch; git failures.
     pub async fn worktree(&self, path: &Path, branch: &str, at: Option<&str>) -> Result<Worktree, Error> {
-        let wt = Worktree { git: self.git.clone(), path: path.to_path_buf(), branch: branch.to_owned() };
+        let wt = Worktree {
+            git: self.git.clone(),
+            lock: std::sync::Arc::clone(&self.lock),
+            path: path.to_path_buf(),
+            branch: branch.to_owned(),
+        };
         let start = match at {
             Some(sha) => {
                 if !self.has_commit(sha).await? {
@@ -165,19 +193,28 @@ impl Repo {
             }
         };
         if path.join(".git").exists() {
-            // Reuse: put the branch back where the store says it is (an earlier run
-            // on this node may have left it anywhere) and drop stray changes.
-            wt.git.run(path, &["checkout", "--quiet", "-B", branch, &start]).await?;
-            wt.git.run(path, &["reset", "--quiet", "--hard", &start]).await?;
-            wt.git.run(path, &["clean", "-fdxq"]).await?;
+            // Reuse: if the worktree is on the branch at the right commit with no
+            // changes, leave it be (ignored files such as build outputs survive
+            // between stages); else put the branch back where the store says it
+            // is and drop stray changes.
+            let on = wt.git.output(path, &["symbolic-ref", "--quiet", "HEAD"], &[]).await?;
+            let head = wt.git.output(path, &["rev-parse", "HEAD"], &[]).await?;
+            let dirty = wt.git.run(path, &["status", "--porcelain"]).await?;
+            let settled =
+                on.stdout.trim() == format!("refs/heads/{branch}") && head.stdout.trim() == start && dirty.is_empty();
+            if !settled {
+                wt.git.run(path, &["checkout", "--quiet", "--force", "-B", branch, &start]).await?;
+                wt.git.run(path, &["reset", "--quiet", "--hard", &start]).await?;
+                wt.git.run(path, &["clean", "-fdq"]).await?;
+            }
         } else {
             if path.exists() {
                 std::fs::remove_dir_all(path)
                     .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
             }
-            self.git.run(&self.mirror, &["worktree", "prune"]).await?;
+            self.locked_ok(&self.mirror, &["worktree", "prune"]).await?;
             let p = path.display().to_string();
-            self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--force", "-B", branch, &p, &start]).await?;
+            self.locked_ok(&self.mirror, &["worktree", "add", "--quiet", "--force", "-B", branch, &p, &start]).await?;
         }
         Ok(wt)
     }
@@ -189,9 +226,48 @@ impl Repo {
     pub async fn remove_worktree(&self, path: &Path) -> Result<(), Error> {
         if path.exists() {
             let p = path.display().to_string();
-            self.git.run(&self.mirror, &["worktree", "remove", "--force", &p]).await?;
+            self.locked_ok(&self.mirror, &["worktree", "remove", "--force", &p]).await?;
         }
-        self.git.run(&self.mirror, &["worktree", "prune"]).await.map(|_| ())
+        self.locked_ok(&self.mirror, &["worktree", "prune"]).await.map(|_| ())
+    }
+
+    /// Whether `tip` descends from `ancestor` (or is it).
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn descends(&self, ancestor: &str, tip: &str) -> Result<bool, Error> {
+        let out = self.git.output(&self.mirror, &["merge-base", "--is-ancestor", ancestor, tip], &[]).await?;
+        Ok(out.code == 0)
+    }
+
+    /// Whether every commit on `tip` that is not on `base` (default: the remote's
+    /// main) is orch's work on `key` (carries a `Refs: <key>` trailer and an
+    /// `Orch-Job` one, or is a merge made on the branch by such work).
+    ///
+    /// # Errors
+    /// Git failures.
+    pub async fn all_orch_work(&self, base: Option<&str>, tip: &str, key: &str) -> Result<bool, Error> {
+        let base = match base {
+            Some(b) => b.to_owned(),
+            None => self.remote_ref(&self.spec.main_branch),
+        };
+        let range = format!("{base}..{tip}");
+        let out = self
+            .git
+            .run(
+                &self.mirror,
+                &[
+                    "log",
+                    "--no-merges",
+                    "--format=%(trailers:key=Refs,valueonly,separator=%x2C)|%(trailers:key=Orch-Job,valueonly,separator=%x2C)",
+                    &range,
+                ],
+            )
+            .await?;
+        Ok(out.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+            let (refs, job) = l.split_once('|').unwrap_or((l, ""));
+            refs.split(',').any(|r| r.trim() == key) && !job.trim().is_empty()
+        }))
     }
 
     async fn has_commit(&self, sha: &str) -> Result<bool, Error> {
@@ -257,8 +333,7 @@ impl Repo {
                 MergeTry::Merged(m) => m,
             };
             let push = self
-                .git
-                .output(&self.mirror, &["push", "--quiet", "origin", &format!("{merged}:refs/heads/{main}")], &[])
+                .locked(&self.mirror, &["push", "--quiet", "origin", &format!("{merged}:refs/heads/{main}")])
                 .await?;
             if push.code == 0 {
                 self.fetch().await?;
@@ -289,7 +364,7 @@ impl Repo {
             let _ = std::fs::remove_dir_all(scratch);
         }
         let p = scratch.display().to_string();
-        self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, main_sha]).await?;
+        self.locked_ok(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, main_sha]).await?;
         let env = author.env();
         let out = self.git.output(scratch, &["merge", "--no-ff", "--quiet", "-m", message, sha], &env).await?;
         let result = if out.code == 0 {
@@ -329,9 +404,23 @@ pub async fn resolve_remote(git: &Git, repo: &str, path: Option<&Path>, url: Opt
     if !path.exists() {
         return Err(Error::NotARepo { repo: repo.to_owned(), path: shown, why: "no such folder".to_owned() });
     }
-    let inside = git.output(path, &["rev-parse", "--git-dir"], &[]).await?;
-    if inside.code != 0 {
+    let inside = git.output(path, &["rev-parse", "--is-bare-repository", "--show-toplevel"], &[]).await?;
+    if inside.code != 0 && !inside.stdout.starts_with("true") {
         return Err(Error::NotARepo { repo: repo.to_owned(), path: shown, why: inside.stderr.trim().to_owned() });
+    }
+    let mut lines = inside.stdout.lines();
+    let bare = lines.next() == Some("true");
+    if !bare {
+        // A folder inside some other repository is not a clone of this repo's remote.
+        let top = lines.next().map(std::path::PathBuf::from);
+        let canon = std::fs::canonicalize(path).ok();
+        if top.and_then(|t| std::fs::canonicalize(t).ok()) != canon {
+            return Err(Error::NotARepo {
+                repo: repo.to_owned(),
+                path: shown,
+                why: "it is a folder inside another repository, not the root of a clone".to_owned(),
+            });
+        }
     }
     let out = git.output(path, &["remote", "get-url", "origin"], &[]).await?;
     if out.code != 0 {
@@ -374,7 +463,7 @@ impl Repo {
             let _ = std::fs::remove_dir_all(path);
         }
         let p = path.display().to_string();
-        self.git.run(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, &main]).await?;
+        self.locked_ok(&self.mirror, &["worktree", "add", "--quiet", "--detach", &p, &main]).await?;
         let out =
             self.git.output(path, &["merge", "--no-ff", "--quiet", "-m", "merge preview", sha], &author.env()).await?;
         if out.code == 0 {
@@ -441,14 +530,11 @@ impl Worktree {
     pub async fn push_fenced(&self, expected: Option<&str>) -> Result<(), Error> {
         let b = &self.branch;
         let lease = format!("--force-with-lease=refs/heads/{b}:{}", expected.unwrap_or(""));
-        let out = self
-            .git
-            .output(
-                &self.path,
-                &["push", "--quiet", "--porcelain", &lease, "origin", &format!("HEAD:refs/heads/{b}")],
-                &[],
-            )
-            .await?;
+        let target = format!("HEAD:refs/heads/{b}");
+        let out = {
+            let _held = self.lock.lock().await;
+            self.git.output(&self.path, &["push", "--quiet", "--porcelain", &lease, "origin", &target], &[]).await?
+        };
         if out.code == 0 {
             return Ok(());
         }
@@ -516,7 +602,7 @@ impl Worktree {
         let _ = self.git.run(&self.path, &["merge", "--abort"]).await;
         let _ = self.git.run(&self.path, &["rebase", "--abort"]).await;
         self.git.run(&self.path, &["checkout", "--quiet", "--force", "-B", &self.branch, sha]).await?;
-        self.git.run(&self.path, &["clean", "-fdxq"]).await?;
+        self.git.run(&self.path, &["clean", "-fdq"]).await?;
         match main_sha {
             Some(m) => self.git.run(&self.path, &["branch", "--quiet", "--force", main_branch, m]).await.map(|_| ()),
             None => {

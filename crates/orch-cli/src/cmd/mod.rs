@@ -7,5 +7,6 @@ pub(crate) mod item;
 pub(crate) mod item_ops;
 pub(crate) mod logs;
 pub(crate) mod migrate;
+pub(crate) mod pr;
 pub(crate) mod queue;
 pub(crate) mod serve;

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod deployment;
+
 pub const ORCH: &str = env!("CARGO_BIN_EXE_orch");
 
 /// Runs `orch ARGS` in `dir` (ignoring any `ORCH_CONFIG` of the test's environment).

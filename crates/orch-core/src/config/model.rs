@@ -326,6 +326,13 @@ impl Config {
     }
 
     /// The first stage of a track.
+    /// The stage of `track` that writes the code (role `developer`), where work
+    /// that cannot land goes back to; `None` if the track has no such stage.
+    pub fn development_stage(&self, track: &TrackName) -> Option<&StageName> {
+        let stages = &self.tracks.get(track)?.stages;
+        stages.iter().find(|s| self.stages.get(*s).is_some_and(|c| c.role.as_str() == "developer"))
+    }
+
     pub fn first_stage(&self, track: &TrackName) -> Option<&StageName> {
         self.tracks.get(track)?.stages.first()
     }

@@ -208,6 +208,21 @@ fn needs_human_blocks_and_retry_gives_fresh_attempts() {
 }
 
 #[test]
+fn a_merge_conflict_goes_back_to_development_with_its_paths() {
+    let cfg = config();
+    let t = decide(
+        &running("quick", "deploy"),
+        &cfg,
+        &job("deploy", StageResult::Conflict { reason: "merge conflict with main: src/a.rs".into() }),
+    )
+    .unwrap();
+    assert_eq!(t.enqueue.as_ref().map(|(s, _)| s.as_str()), Some("development"));
+    let Decision::RolledBack { from, to, reason } = &t.decision else { panic!("{:?}", t.decision) };
+    assert_eq!((from.as_str(), to.as_str()), ("deploy", "development"));
+    assert!(reason.starts_with(crate::decide::MERGE_CONFLICT) && reason.contains("src/a.rs"), "{reason}");
+}
+
+#[test]
 fn refusals_change_nothing() {
     let cfg = config();
     let s = running("quick", "development");
@@ -242,7 +257,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => Just(Step::Claim),
-        8 => (0u8..4, prop::bool::weighted(0.1), prop::bool::weighted(0.05))
+        8 => (0u8..5, prop::bool::weighted(0.1), prop::bool::weighted(0.05))
             .prop_map(|(result, escalate, wrong_stage)| Step::Job { result, escalate, wrong_stage }),
         1 => prop_oneof![
             Just(OperatorAction::Retry),
@@ -262,6 +277,7 @@ fn outcome_for(state: &ItemState, step: &Step) -> Option<Outcome> {
                 0 => StageResult::Passed,
                 1 => rejected(),
                 2 => StageResult::Errored { reason: "exit 1".into() },
+                3 => StageResult::Conflict { reason: "merge conflict with main: a.txt".into() },
                 _ => StageResult::NeedsHuman { reason: "stuck".into() },
             };
             let stage = if *wrong_stage { StageName::from("nowhere") } else { state.stage.clone() };
@@ -300,10 +316,12 @@ fn check_transition(cfg: &Config, before: &ItemState, t: &Transition) {
         Decision::Done { from } | Decision::AwaitingApproval { from, .. } => {
             assert_eq!(from, &before.stage);
         }
-        Decision::RolledBack { from, to, .. } => {
+        Decision::RolledBack { from, to, reason } => {
             let exit = cfg.exit(&before.track, from).expect("stage on track");
             let allowed = exit.edge.and_then(|e| e.on_fail.clone());
-            assert!(to == from || Some(to) == allowed.as_ref(), "rollback {from} -> {to} not allowed");
+            let conflict =
+                reason.starts_with(crate::decide::MERGE_CONFLICT) && Some(to) == cfg.development_stage(&before.track);
+            assert!(to == from || Some(to) == allowed.as_ref() || conflict, "rollback {from} -> {to} not allowed");
             let pos = |s: &StageName| stages.iter().position(|x| x == s);
             assert!(pos(to) <= pos(from));
         }

@@ -100,6 +100,11 @@ impl Harness {
                 &format!("echo \"{role} working on $ORCH_ITEM\"\n{PASS}"),
             );
         }
+        // The repo `path = "."` names: this folder, a clone of a remote beside it.
+        // These scenarios test the engine, not git (orch-vcs and the CLI's
+        // git_pipeline tests do): the remote ignores every file, so the markers
+        // the scenarios' agents write never make two items conflict.
+        orch_test_support::origin_with_ignore(dir.path(), Some("*"));
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
         let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));

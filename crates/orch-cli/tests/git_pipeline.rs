@@ -1,0 +1,256 @@
+//! The pipeline on real git: a bare remote whose `pre-receive` hook lets main
+//! change only by an item's merge commit, a user's folder that is a clone of it,
+//! and `orch serve` doing the work — feature branches, auto-commits with
+//! trailers, fenced pushes, a pull request per item, the merge in deploy.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+mod common;
+
+use common::deployment::{Deployment, FAST, PASS, sqlite, terminate};
+use common::wait_until;
+use orch_test_support::{git_out, remote_sha};
+
+/// Refuses every update of main that is not a merge commit whose subject starts
+/// with `Merge <KEY>:`.
+const PRE_RECEIVE: &str = r#"#!/bin/sh
+while read old new ref; do
+  if [ "$ref" = "refs/heads/main" ]; then
+    parents=$(git rev-list --parents -n 1 "$new" | wc -w)
+    subject=$(git log -1 --format=%s "$new")
+    case "$subject" in Merge\ [A-Z]*-[0-9]*:*) ;; *) echo "main only takes item merges" >&2; exit 1;; esac
+    [ "$parents" -ge 3 ] || { echo "main only takes merge commits" >&2; exit 1; }
+  fi
+done
+"#;
+
+fn install_hook(remote: &Path, name: &str, body: &str) {
+    let hook = remote.join("hooks").join(name);
+    std::fs::write(&hook, body).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn pr(dep: &Deployment, key: &str) -> serde_json::Value {
+    let out = dep.orch(&["pr", "show", key, "--json"]);
+    assert!(out.status.success(), "pr show: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Agents that change the tree: the developer writes `src/<KEY>.txt`, the tester
+/// a test next to it; the deployer records what main was when it ran.
+fn working_agents(dep: &Deployment) {
+    dep.script(
+        "agents/developer.sh",
+        &format!("mkdir -p src\necho \"fix for $ORCH_ITEM\" > src/$ORCH_ITEM.txt\n{PASS}"),
+    );
+    dep.script(
+        "agents/tester.sh",
+        &format!("mkdir -p tests\necho \"test of $ORCH_ITEM\" > tests/$ORCH_ITEM.txt\n{PASS}"),
+    );
+    let remote = dep.remote.display().to_string();
+    let out = dep.path().display().to_string();
+    dep.script(
+        "agents/deployer.sh",
+        &format!("git -C {remote} rev-parse main > {out}/main-at-deploy-$ORCH_ITEM\n{PASS}"),
+    );
+}
+
+#[test]
+fn quick_track_commits_on_a_feature_branch_opens_a_pr_and_merges_main_only_in_deploy() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    working_agents(&dep);
+    let main_before = remote_sha(&dep.remote, "main").unwrap();
+    let out = dep.orch(&["check"]);
+    assert!(out.status.success(), "check: {}", String::from_utf8_lossy(&out.stderr));
+
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("Fix the checkout");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    let worktree = dep.path().join("data-a/work").join(&key);
+    wait_until("the done item's worktree to be removed", || !worktree.exists());
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+
+    let item = dep.item(&key);
+    let branch = format!("feature/{key}-bug-fix-the-checkout");
+    assert_eq!(item["branch"], branch.as_str());
+    let head = remote_sha(&dep.remote, &branch).expect("the branch was pushed");
+    assert_eq!(item["head_sha"], head.as_str());
+    // One commit per run that changed the tree, with the message and trailers.
+    let log = git_out(
+        &dep.remote,
+        &[
+            "log",
+            "--format=%s|%(trailers:key=Refs,valueonly,separator=%x2C)|%(trailers:key=Orch-Job,valueonly,separator=%x2C)",
+            &format!("{main_before}..{branch}"),
+        ],
+    );
+    let commits: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(commits.len(), 2, "developer and tester changed the tree, deployer did not: {commits:?}");
+    assert!(commits[1].starts_with(&format!("developer({key}): auto-commit from developer job ")), "{commits:?}");
+    assert!(commits[0].starts_with(&format!("tester({key}): auto-commit from tester job ")), "{commits:?}");
+    assert!(commits.iter().all(|c| c.contains(&format!("|{key}|"))), "Refs trailer: {commits:?}");
+    // Main did not move until deploy; then it holds the merge.
+    let at_deploy = std::fs::read_to_string(dep.path().join(format!("main-at-deploy-{key}"))).unwrap();
+    assert_eq!(at_deploy.trim(), main_before, "main unchanged until the deploy stage");
+    let main_after = remote_sha(&dep.remote, "main").unwrap();
+    assert_eq!(git_out(&dep.remote, &["log", "-1", "--format=%s", "main"]), format!("Merge {key}: Fix the checkout"));
+    assert!(git_out(&dep.remote, &["log", "-1", "--format=%(trailers)", "main"]).contains(&format!("Refs: {key}")));
+    assert_eq!(git_out(&dep.remote, &["rev-parse", "main^2"]), head, "the merge's second parent is the item's head");
+    let pr = pr(&dep, &key);
+    assert_eq!((pr["state"].as_str(), pr["merge_sha"].as_str()), (Some("merged"), Some(main_after.as_str())));
+    assert_eq!(pr["title"], format!("{key}: Fix the checkout"));
+    let kinds: Vec<String> = dep.events(&key).iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    for k in ["vcs.committed", "vcs.pushed", "pr.opened", "pr.merged", "item.done"] {
+        assert!(kinds.iter().any(|x| x == k), "missing {k}: {kinds:?}");
+    }
+
+    dep.assert_audit_clean();
+}
+
+#[test]
+fn two_items_at_once_and_a_merge_conflict_goes_back_to_development_then_lands() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    // Both items edit the same file. On a later development attempt the agent
+    // takes main's side of the conflict by merging main into its branch.
+    dep.script(
+        "agents/developer.sh",
+        &format!(
+            "if [ \"$ORCH_ATTEMPT\" -gt 1 ]; then git -c user.name=a -c user.email=a@x merge -q -X theirs refs/remotes/origin/main -m 'take main'; fi\n\
+             echo \"$ORCH_ITEM was here\" > shared.txt\n{PASS}"
+        ),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let first = dep.add_item("first");
+    let second = dep.add_item("second");
+    wait_until("both items to finish", || dep.status(&first) == "done" && dep.status(&second) == "done");
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+    let rollbacks: Vec<serde_json::Value> =
+        [&first, &second].iter().flat_map(|k| dep.events(k)).filter(|e| e["kind"] == "item.rolled_back").collect();
+    assert_eq!(rollbacks.len(), 1, "exactly one item conflicted: {rollbacks:?}");
+    let r = &rollbacks[0];
+    assert_eq!((r["from"].as_str(), r["to"].as_str()), (Some("deploy"), Some("development")));
+    assert!(
+        r["reason"].as_str().unwrap().contains("merge conflict")
+            && r["reason"].as_str().unwrap().contains("shared.txt"),
+        "{r}"
+    );
+    let merges = git_out(&dep.remote, &["log", "--first-parent", "--format=%s", "main"]);
+    assert_eq!(merges.lines().filter(|l| l.starts_with("Merge ")).count(), 2, "{merges}");
+    dep.assert_audit_clean();
+}
+
+#[test]
+fn an_agent_that_commits_on_main_fails_its_job_and_the_branch_is_restored() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let main_before = remote_sha(&dep.remote, "main").unwrap();
+    // First run: commits on main in its worktree. Later runs behave.
+    dep.script(
+        "agents/developer.sh",
+        &format!(
+            "if [ \"$ORCH_ATTEMPT\" = 1 ]; then git checkout -q -B main refs/remotes/origin/main; echo evil > evil.txt; \
+             git add evil.txt; git -c user.name=a -c user.email=a@x commit -qm evil; fi\n{PASS}"
+        ),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("sneaky");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    assert!(terminate(&mut node).success());
+    let events = dep.events(&key);
+    let failed = events.iter().find(|e| e["kind"] == "job.failed").expect("the first run failed");
+    assert!(failed["reason"].as_str().unwrap().contains("agent left its branch"), "{failed}");
+    let on_main = git_out(&dep.remote, &["log", "--format=%s", &format!("{main_before}..main")]);
+    assert!(!on_main.lines().any(|l| l == "evil"), "the evil commit never reached main: {on_main}");
+    let branch = dep.item(&key)["branch"].as_str().map(str::to_owned);
+    if let Some(h) = branch.and_then(|b| remote_sha(&dep.remote, &b)) {
+        let on_branch = git_out(&dep.remote, &["log", "--format=%s", &h]);
+        assert!(!on_branch.lines().any(|l| l == "evil"), "nor the item branch: {on_branch}");
+    }
+    dep.assert_audit_clean();
+}
+
+#[test]
+fn a_repo_that_is_not_a_git_repository_is_named_and_other_repos_keep_working() {
+    let extra = "[[repos]]\nname = \"broken\"\nkey = \"BRK\"\npath = \"not-a-repo\"\n";
+    let dep = Deployment::new(sqlite(), FAST, extra);
+    std::fs::create_dir_all(dep.path().join("not-a-repo")).unwrap();
+    let out = dep.orch(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("repo broken:") && err.contains("not a git repository"), "{err}");
+
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let good = dep.add_item("works");
+    let out = dep.orch(&["item", "add", "--repo", "broken", "--kind", "bug", "--title", "stuck", "--json"]);
+    assert!(out.status.success());
+    let bad: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad = bad["key"].as_str().unwrap().to_owned();
+    wait_until("the good item to finish and the bad one to stop", || {
+        dep.status(&good) == "done" && dep.status(&bad) == "blocked"
+    });
+    assert!(terminate(&mut node).success());
+    let events = dep.events(&bad);
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("repo broken") && r.contains("not a git repository"))),
+        "the reason names the repo and the problem: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["kind"] == "item.rolled_back" && e["from"] != e["to"]),
+        "never rolled back along on_fail"
+    );
+}
+
+#[test]
+fn a_crash_between_push_and_store_record_neither_duplicates_the_commit_nor_merges_twice() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    working_agents(&dep);
+    // The first push of a feature branch kills the node right after the remote
+    // accepted it: the push landed, the store never heard of it.
+    let pidfile = dep.path().join("pids/node");
+    install_hook(
+        &dep.remote,
+        "post-receive",
+        &format!(
+            "#!/bin/sh\nwhile read old new ref; do case \"$ref\" in refs/heads/feature/*) \
+             if [ ! -f {p}.done ]; then touch {p}.done; kill -9 $(cat {p}); fi;; esac; done\n",
+            p = pidfile.display()
+        ),
+    );
+    let main_before = remote_sha(&dep.remote, "main").unwrap();
+    let mut first = dep.serve("node-a", "data-a", &[], "serve-1.log");
+    std::fs::write(&pidfile, first.0.id().to_string()).unwrap();
+    let key = dep.add_item("crash after push");
+    wait_until("the node to die in its first push", || first.0.try_wait().unwrap().is_some());
+    let branch = dep.item(&key)["branch"].as_str().map(str::to_owned);
+    assert!(dep.item(&key)["head_sha"].is_null(), "the store never recorded the push: {branch:?}");
+
+    let mut second = dep.serve("node-a", "data-a", &[], "serve-2.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dep.status(&key) != "done" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the item did not finish after the restart: {:#?}\n{}",
+            dep.events(&key),
+            dep.log("serve-2.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(terminate(&mut second).success(), "{}", dep.log("serve-2.log"));
+    let branch = dep.item(&key)["branch"].as_str().unwrap().to_owned();
+    let subjects = git_out(&dep.remote, &["log", "--format=%s", &format!("{main_before}..{branch}")]);
+    let dev_commits = subjects.lines().filter(|l| l.starts_with(&format!("developer({key})"))).count();
+    assert_eq!(dev_commits, 1, "the developer's work was committed once: {subjects}");
+    let events = dep.events(&key);
+    assert!(
+        events.iter().any(|e| e["kind"] == "vcs.pushed" && e["data"]["adopted"] == true),
+        "the pushed commit was adopted"
+    );
+    let merges = git_out(&dep.remote, &["log", "--first-parent", "--format=%s", "main"]);
+    assert_eq!(merges.lines().filter(|l| l.starts_with(&format!("Merge {key}:"))).count(), 1, "{merges}");
+    dep.assert_audit_clean();
+}

@@ -1,0 +1,340 @@
+//! The item's git work as the engine does it (DESIGN §2.3, §6): its worktree and
+//! branch, the auto-commit after each run, the fenced push that makes the commit
+//! the store's truth, the pull request on the forge, and the merge into main when
+//! the last stage passes — the only way main ever changes.
+//!
+//! Every side effect here is fenced twice: git's own compare-and-swap
+//! (`--force-with-lease=<branch>:<SHA the store holds>`) refuses a stale owner's
+//! push, and `record_push` refuses a stale epoch's record. A retry after a crash
+//! between push and record finds its commit by the `Orch-Job` trailer and records
+//! it instead of committing again. Any node can continue an item: the worktree is
+//! rebuilt from the SHA in the store, never assumed to be local.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use orch_core::EventKind;
+use orch_store::{Item, Job, NewEvent, NewPr, PrUpdate};
+use orch_vcs::{Author, Git, Merge, Repo, RepoSpec, Worktree};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::ctx::Ctx;
+use crate::launch::INFRA;
+
+/// A repository the node has a mirror of.
+pub(crate) struct RepoHandle {
+    pub(crate) repo: Repo,
+    pub(crate) author: Author,
+}
+
+/// The node's repositories, made ready (mirror cloned and fetched) on first use.
+#[derive(Default)]
+pub(crate) struct Repos {
+    ready: tokio::sync::Mutex<HashMap<String, Arc<RepoHandle>>>,
+}
+
+/// An item's worktree, ready for a run.
+pub(crate) struct Tree {
+    pub(crate) handle: Arc<RepoHandle>,
+    pub(crate) wt: Worktree,
+    /// The commit the run starts at.
+    pub(crate) base: String,
+    /// The worktree repository's local main before the run (containment check).
+    main_before: Option<String>,
+    /// The branch's SHA as the store records it (after any adoption): the lease
+    /// of the next push.
+    pub(crate) recorded: Option<String>,
+}
+
+/// Why the git work after a run did not complete.
+pub(crate) enum AfterRun {
+    /// The agent left its branch, rewrote history or touched main; undone.
+    Contained(String),
+    /// Another owner moved the branch or the job (fenced by git or the store).
+    Fenced,
+    /// git or the remote failed (reason prefixed `infrastructure: `).
+    Infra(String),
+}
+
+impl Repos {
+    /// The handle of `repo_name`, making its mirror on first use.
+    ///
+    /// # Errors
+    /// The reason, naming the repo: not a repository, no remote, unreachable, no main.
+    pub(crate) async fn get(&self, ctx: &Ctx, repo_name: &str) -> Result<Arc<RepoHandle>, String> {
+        let mut ready = self.ready.lock().await;
+        if let Some(h) = ready.get(repo_name) {
+            return Ok(Arc::clone(h));
+        }
+        let conf = ctx.config.repo(repo_name).ok_or_else(|| format!("repo {repo_name} is not in the config"))?;
+        let git = Git::default();
+        let path = (!conf.path.as_os_str().is_empty()).then(|| ctx.config.resolve_path(&conf.path));
+        let remote = orch_vcs::resolve_remote(&git, repo_name, path.as_deref(), conf.url.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = RepoSpec { name: repo_name.to_owned(), remote, main_branch: conf.main_branch.clone() };
+        let repo = Repo::new(git, spec, ctx.layout.mirror(repo_name));
+        repo.ensure().await.map_err(|e| e.to_string())?;
+        let author = Author { name: conf.author_name.clone(), email: conf.author_email.clone() };
+        let handle = Arc::new(RepoHandle { repo, author });
+        ready.insert(repo_name.to_owned(), Arc::clone(&handle));
+        Ok(handle)
+    }
+}
+
+/// The branch an item works on: the one the store records, else its derived name.
+pub(crate) fn branch_of(item: &Item) -> String {
+    item.branch.clone().unwrap_or_else(|| orch_vcs::item_branch(&item.key, item.kind, &item.title))
+}
+
+/// Why the worktree could not be prepared.
+pub(crate) enum PrepareError {
+    /// git or the remote failed (reason prefixed `infrastructure: `).
+    Infra(String),
+    /// This owner's epoch is stale.
+    Fenced,
+}
+
+/// Builds (or reuses) the item's worktree at the SHA the store records, on
+/// whichever node this is. Commits a crashed owner pushed but never recorded (it
+/// died between push and record) are adopted — recorded under this job's epoch —
+/// rather than committed again or overwritten; anything on the branch that is not
+/// orch's work on this item is refused, never overwritten.
+pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item) -> Result<Tree, PrepareError> {
+    let fail = |e: String| PrepareError::Infra(format!("{INFRA}{e}"));
+    let handle = ctx.repos.get(ctx, &item.repo).await.map_err(fail)?;
+    let path = ctx.layout.workdir(&item.key);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot make {}: {e}", parent.display())))?;
+    }
+    let repo = &handle.repo;
+    let branch = branch_of(item);
+    repo.fetch().await.map_err(|e| fail(e.to_string()))?;
+    let tip = repo.remote_sha(&branch).await.map_err(|e| fail(e.to_string()))?;
+    let mut recorded = item.head_sha.clone();
+    if let Some(tip) = tip.filter(|t| recorded.as_deref() != Some(t.as_str())) {
+        let descends = match &recorded {
+            Some(h) => repo.descends(h, &tip).await.map_err(|e| fail(e.to_string()))?,
+            None => true,
+        };
+        let ours = descends
+            && repo
+                .all_orch_work(recorded.as_deref(), &tip, &item.key.to_string())
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        if !ours {
+            return Err(fail(format!(
+                "the remote branch {branch} is at {}, which orch did not push for {}; orch never overwrites it",
+                short(&tip),
+                item.key
+            )));
+        }
+        info!(item = %item.key, job = %job.id, sha = %tip, "adopting commits pushed by an owner that died before recording them");
+        let mut e = NewEvent::new(item.key.clone(), EventKind::VcsPushed);
+        e.job = Some(job.id);
+        e.epoch = Some(job.epoch);
+        e.data = json!({ "sha": tip, "branch": branch, "previous": recorded, "adopted": true });
+        match ctx.within_lease(ctx.store.record_push(job.id, job.epoch, &branch, &tip, &[e], ctx.now())).await {
+            Ok(()) => recorded = Some(tip),
+            Err(Error::Store(orch_store::Error::FencedOut { .. })) => return Err(PrepareError::Fenced),
+            Err(e) => return Err(fail(format!("cannot record the adopted push: {e}"))),
+        }
+    }
+    let wt = repo.worktree(&path, &branch, recorded.as_deref()).await.map_err(|e| fail(e.to_string()))?;
+    let base = wt.head().await.map_err(|e| fail(e.to_string()))?;
+    let main = &repo.spec().main_branch;
+    let main_before = wt.local_branch_sha(main).await.map_err(|e| fail(e.to_string()))?;
+    Ok(Tree { handle, wt, base, main_before, recorded })
+}
+
+/// After a run: checks the agent stayed on its branch, commits what it changed,
+/// pushes fenced by the SHA the store holds, records the push fenced by the job's
+/// epoch, and opens or updates the item's pull request. `Ok(None)` when the run
+/// changed nothing.
+pub(crate) async fn after_run(
+    ctx: &Ctx,
+    job: &Job,
+    item: &Item,
+    tree: &Tree,
+    role: &str,
+) -> Result<Option<String>, AfterRun> {
+    let repo = &tree.handle.repo;
+    let main = repo.spec().main_branch.clone();
+    if let Err(e) = tree.wt.check_contained(&tree.base, &main, tree.main_before.as_deref()).await {
+        let why = e.to_string();
+        warn!(item = %job.item, job = %job.id, reason = %why, "agent left its branch; restoring it");
+        if let Err(e) = tree.wt.restore(&tree.base, &main, tree.main_before.as_deref()).await {
+            return Err(AfterRun::Infra(format!("{INFRA}cannot restore the branch after the agent left it: {e}")));
+        }
+        return Err(AfterRun::Contained(format!("{why}; the branch was restored to {}", short(&tree.base))));
+    }
+    let infra = |e: orch_vcs::Error| AfterRun::Infra(format!("{INFRA}{e}"));
+    // This very job pushed before (a record that failed after a push): the
+    // commit is on the remote; record it rather than commit again.
+    repo.fetch().await.map_err(infra)?;
+    let branch = tree.wt.branch.clone();
+    let existing = repo.find_job_commit(&branch, job.id.0).await.map_err(infra)?;
+    let (sha, committed) = match existing {
+        Some(sha) if tree.recorded.as_deref() != Some(sha.as_str()) => {
+            info!(item = %job.item, job = %job.id, sha = %sha, "found this job's pushed commit; recording it");
+            (sha, false)
+        }
+        Some(_) => return Ok(None),
+        None => {
+            let message = format!(
+                "{role}({key}): auto-commit from {role} job {id}\n\nRefs: {key}\nOrch-Job: {id}\nOrch-Attempt: {n}\n",
+                key = job.item,
+                id = job.id,
+                n = job.attempt
+            );
+            match tree.wt.commit_all(&message, &tree.handle.author).await.map_err(infra)? {
+                None => return Ok(None),
+                Some(sha) => (sha, true),
+            }
+        }
+    };
+    // An irreversible act: re-check the lease right before it.
+    if !holds_lease(ctx, job).await {
+        return Err(AfterRun::Fenced);
+    }
+    if committed {
+        match tree.wt.push_fenced(tree.recorded.as_deref()).await {
+            Ok(()) => {}
+            Err(orch_vcs::Error::PushRejected { .. }) => return Err(AfterRun::Fenced),
+            Err(e) => return Err(infra(e)),
+        }
+    }
+    let mut events = Vec::new();
+    if committed {
+        let mut c = NewEvent::new(job.item.clone(), EventKind::VcsCommitted);
+        c.job = Some(job.id);
+        c.epoch = Some(job.epoch);
+        c.data = json!({ "sha": sha, "branch": branch, "role": role });
+        events.push(c);
+    }
+    let mut p = NewEvent::new(job.item.clone(), EventKind::VcsPushed);
+    p.job = Some(job.id);
+    p.epoch = Some(job.epoch);
+    p.data = json!({ "sha": sha, "branch": branch, "previous": tree.recorded });
+    events.push(p);
+    match ctx.within_lease(ctx.store.record_push(job.id, job.epoch, &branch, &sha, &events, ctx.now())).await {
+        Ok(()) => {}
+        Err(Error::Store(orch_store::Error::FencedOut { .. })) => return Err(AfterRun::Fenced),
+        Err(e) => return Err(AfterRun::Infra(format!("{INFRA}cannot record the push: {e}"))),
+    }
+    if let Err(e) = upsert_pr(ctx, job, item, &branch, &sha).await {
+        warn!(item = %job.item, error = %e, "cannot open or update the pull request");
+    }
+    Ok(Some(sha))
+}
+
+/// Opens the item's pull request on the local forge at its first push, or moves
+/// its head.
+async fn upsert_pr(ctx: &Ctx, job: &Job, item: &Item, branch: &str, sha: &str) -> Result<(), Error> {
+    let new = NewPr {
+        item: item.key.clone(),
+        repo: item.repo.clone(),
+        title: format!("{}: {}", item.key, item.title),
+        body: pr_body(item),
+        branch: branch.to_owned(),
+        head_sha: sha.to_owned(),
+        url: format!("local://{}/pulls/{}", item.repo, item.key),
+    };
+    let (pr, created) = ctx.store.open_pr(new, ctx.now()).await?;
+    if created {
+        let mut e = NewEvent::new(job.item.clone(), EventKind::PrOpened);
+        e.job = Some(job.id);
+        e.epoch = Some(job.epoch);
+        e.data = json!({ "url": pr.url, "branch": branch, "head_sha": sha });
+        ctx.store.append_events(&[e], ctx.now()).await?;
+    } else {
+        let update = PrUpdate { head_sha: Some(sha.to_owned()), ..PrUpdate::default() };
+        ctx.store.update_pr(&item.key, update, ctx.now()).await?;
+    }
+    Ok(())
+}
+
+fn pr_body(item: &Item) -> String {
+    let mut body = format!("{} ({}) on repo {}\n\n", item.key, item.kind, item.repo);
+    if !item.body.is_empty() {
+        body.push_str(&item.body);
+        body.push('\n');
+    }
+    body
+}
+
+/// Whether this node still owns `job` at its epoch right now, with a fresh lease:
+/// asked of the store (bounded by the lease), not assumed.
+async fn holds_lease(ctx: &Ctx, job: &Job) -> bool {
+    let held = [(job.id, job.epoch)];
+    let call = ctx.store.renew_leases(&ctx.opts.node_id, &held, ctx.now(), ctx.config.reaper.lease_ttl());
+    matches!(ctx.within_lease(call).await, Ok(renewed) if renewed.contains(&job.id))
+}
+
+/// Merges the item's pull request into main (the last stage passed). `Ok(None)`
+/// when merged (or already merged); `Ok(Some(reason))` for a conflict, which sends
+/// the item back with the paths.
+///
+/// # Errors
+/// Infrastructure failures (reason prefixed), or the job was fenced.
+pub(crate) async fn merge(ctx: &Ctx, job: &Job, item: &Item) -> Result<Option<String>, AfterRun> {
+    let Some(sha) = item.head_sha.clone() else {
+        return Ok(None); // nothing was ever committed: nothing to merge
+    };
+    let handle = ctx.repos.get(ctx, &item.repo).await.map_err(|e| AfterRun::Infra(format!("{INFRA}{e}")))?;
+    if !holds_lease(ctx, job).await {
+        return Err(AfterRun::Fenced);
+    }
+    let message = format!("Merge {}: {}\n\nRefs: {}\n", item.key, item.title, item.key);
+    let scratch = ctx.layout.merge_scratch(&item.key);
+    let merged = handle.repo.merge_into_main(&sha, &message, &handle.author, &scratch).await;
+    let merge_sha = match merged {
+        Ok(Merge::Merged { sha }) => sha,
+        Ok(Merge::AlreadyMerged { main }) => main,
+        Ok(Merge::Conflict { paths }) => {
+            return Ok(Some(format!("merge conflict with {}: {}", handle.repo.spec().main_branch, paths.join(", "))));
+        }
+        Err(e) => return Err(AfterRun::Infra(format!("{INFRA}{e}"))),
+    };
+    info!(item = %item.key, job = %job.id, merge_sha = %merge_sha, "pr.merged");
+    let update = PrUpdate { state: Some("merged".into()), merge_sha: Some(merge_sha.clone()), ..PrUpdate::default() };
+    if let Err(e) = ctx.store.update_pr(&item.key, update, ctx.now()).await {
+        warn!(item = %item.key, error = %e, "cannot record the merge on the pull request");
+    }
+    let mut e = NewEvent::new(item.key.clone(), EventKind::PrMerged);
+    e.job = Some(job.id);
+    e.epoch = Some(job.epoch);
+    e.data = json!({ "merge_sha": merge_sha, "head_sha": sha });
+    ctx.store.append_events(&[e], ctx.now()).await.map_err(|e| AfterRun::Infra(format!("{INFRA}{e}")))?;
+    Ok(None)
+}
+
+/// Removes an ended item's worktree (best effort: a leftover is rebuilt or
+/// removed next time).
+pub(crate) async fn cleanup(ctx: &Ctx, item: &Item) {
+    let Ok(handle) = ctx.repos.get(ctx, &item.repo).await else { return };
+    if let Err(e) = handle.repo.remove_worktree(&ctx.layout.workdir(&item.key)).await {
+        warn!(item = %item.key, error = %e, "cannot remove the worktree");
+    }
+}
+
+/// Removes the worktrees of items that have ended (done, or cancelled by an
+/// operator from anywhere) that this node still has. Runs with the reaper.
+pub(crate) async fn sweep_worktrees(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(ctx.layout.root().join("work")) else { return };
+    let keys: Vec<orch_core::ItemKey> =
+        entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect();
+    for key in keys {
+        if let Ok(Some(item)) = ctx.store.get_item(&key).await
+            && item.status.is_terminal()
+        {
+            cleanup(ctx, &item).await;
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
