@@ -20,8 +20,9 @@ if [ -n "${ORCH_PROMPT_FILE:-}" ] && [ -f "$ORCH_PROMPT_FILE" ]; then
     echo "$role: reading the prompt in $ORCH_PROMPT_FILE"
 fi
 
-# The "work": a note in the working directory (orch will commit it on the item's
-# branch once items run in git worktrees).
+# The "work": a note in the item's worktree. orch commits it on the item's branch
+# (feature/<KEY>-<kind>-<slug>) after this run and pushes it; the deploy stage
+# merges the branch into main.
 notes="docs/work-items/$item/$role.md"
 mkdir -p "$worktree/docs/work-items/$item"
 printf '%s ran for %s (job %s, attempt %s)\n' \

@@ -71,6 +71,8 @@ fn init_writes_a_config_that_passes_check_and_prints_the_budget() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("wrote proj/orch.toml"), "{stdout}");
     assert!(stdout.contains("orch check --config proj/orch.toml"), "says what to run next: {stdout}");
+    // `path = "."` names a clone whose origin is the repo's remote.
+    orch_test_support::origin_for(&tmp.path().join("proj"));
 
     let out = orch(tmp.path(), &["check", "--config", "proj/orch.toml"], &[]);
     let stdout = text(&out.stdout);
@@ -151,6 +153,7 @@ fn example_agents_do_work_and_write_a_pass_verdict() {
 fn json_output_shows_env_overrides_and_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(orch(tmp.path(), &["init"], &[]).status.code(), Some(0));
+    orch_test_support::origin_for(tmp.path());
     let out = orch(tmp.path(), &["check", "--json"], &[("ORCH_REAPER_FINALIZE_GRACE_S", "7")]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -180,6 +183,7 @@ fn a_bad_env_override_fails_check_naming_the_variable() {
 fn a_misspelt_override_is_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(orch(tmp.path(), &["init"], &[]).status.code(), Some(0));
+    orch_test_support::origin_for(tmp.path());
     let out = orch(tmp.path(), &["check"], &[("ORCH_REAPER_FINALISE_GRACE_S", "7")]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = text(&out.stderr);

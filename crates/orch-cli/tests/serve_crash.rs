@@ -73,6 +73,7 @@ fn kill_9_of_serve_then_restart_kills_orphans_and_ends_every_job_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("orch.toml"), CONFIG).unwrap();
+    orch_test_support::origin_for(d);
     std::fs::create_dir_all(d.join("agents")).unwrap();
     std::fs::create_dir_all(d.join("pids")).unwrap();
     let pass = r#"printf '{"verdict":"pass","summary":"ok"}' > "$ORCH_VERDICT_FILE""#;

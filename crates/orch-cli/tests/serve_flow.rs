@@ -13,6 +13,7 @@ fn serve_runs_an_item_to_done_and_logs_and_queue_show_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert!(orch(d, &["init", "."]).0);
+    orch_test_support::origin_for(d);
     // The tester waits for a file so the test can follow a running job's log.
     let tester = d.join("agents/tester.sh");
     let script = std::fs::read_to_string(&tester).unwrap();
