@@ -254,3 +254,92 @@ fn a_crash_between_push_and_store_record_neither_duplicates_the_commit_nor_merge
     assert_eq!(merges.lines().filter(|l| l.starts_with(&format!("Merge {key}:"))).count(), 1, "{merges}");
     dep.assert_audit_clean();
 }
+
+#[test]
+fn cancel_closes_the_pull_request_and_escalation_keeps_branch_and_pr() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let release = dep.path().join("release");
+    dep.script("agents/developer.sh", &format!("echo \"work of $ORCH_ITEM\" > $ORCH_ITEM.txt\n{PASS}"));
+    dep.script("agents/tester.sh", &format!("while [ ! -f {} ]; do sleep 0.02; done\n{PASS}", release.display()));
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let cancelled = dep.add_item("to be cancelled");
+    let escalated = dep.add_item("to be escalated");
+    wait_until("both items to reach testing with a PR", || {
+        [&cancelled, &escalated].iter().all(|k| dep.item(k)["stage"] == "testing" && !dep.item(k)["pr"].is_null())
+    });
+    let branch_before = dep.item(&escalated)["branch"].clone();
+    assert!(dep.orch(&["item", "cancel", &cancelled]).status.success());
+    assert!(dep.orch(&["item", "escalate", &escalated]).status.success());
+    wait_until("the cancelled item's PR to close", || pr(&dep, &cancelled)["state"] == "closed");
+    let esc = dep.item(&escalated);
+    assert_eq!(esc["track"], "full-cycle");
+    assert_eq!(esc["branch"], branch_before, "escalation keeps the branch");
+    assert_eq!(pr(&dep, &escalated)["state"], "open", "and the pull request");
+    std::fs::write(&release, "").unwrap();
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+    let list = dep.orch(&["pr", "list", "--state", "closed", "--json"]);
+    let closed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(closed.as_array().map(Vec::len), Some(1), "{closed}");
+    dep.assert_audit_clean();
+}
+
+/// Two nodes on PostgreSQL with separate data folders: node A runs development and
+/// dies in testing; node B takes the item over and tests the commit A pushed.
+#[test]
+fn a_second_node_on_postgres_tests_the_commit_the_first_node_pushed() {
+    let db = orch_test_support::PgDatabase::create("orch_git_nodes");
+    let reaper = "interval_s = 0.2\nfinalize_grace_s = 1\nmax_running_s = 120\nlease_ttl_s = 1\nheartbeat_s = 0.1\n";
+    let dep = Deployment::new(db.url(), reaper, "");
+    let seen = dep.path().join("tester-saw");
+    dep.script("agents/developer.sh", &format!("echo \"from node A\" > feature.txt\n{PASS}"));
+    // On node A the tester kills its node; on node B it records what it sees.
+    dep.script(
+        "agents/tester.sh",
+        &format!(
+            "case \"$ORCH_WORKTREE\" in */data-a/*) kill -9 $PPID; sleep 30;; esac\n\
+             cat feature.txt > {seen}; git rev-parse HEAD >> {seen}\n{PASS}",
+            seen = seen.display()
+        ),
+    );
+    let mut a = dep.serve("node-a", "data-a", &[], "serve-a.log");
+    let key = dep.add_item("two nodes");
+    wait_until("node A to die in testing", || a.0.try_wait().unwrap().is_some());
+    let pushed = dep.item(&key)["head_sha"].as_str().expect("node A pushed the development commit").to_owned();
+    let mut b = dep.serve("node-b", "data-b", &[], "serve-b.log");
+    wait_until("node B to finish the item", || dep.status(&key) == "done");
+    assert!(terminate(&mut b).success(), "{}", dep.log("serve-b.log"));
+    let saw = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(saw.lines().collect::<Vec<_>>(), ["from node A", pushed.as_str()], "B tested A's commit");
+    assert!(dep.path().join("data-b/repos/shop.git").exists(), "node B has its own mirror");
+    dep.assert_audit_clean();
+}
+
+/// A gate with `on = "merge-preview"` checks what will land: the branch merged
+/// with a main that moved after the branch was cut, not the branch alone.
+#[test]
+fn a_merge_preview_gate_sees_main_as_it_is_now() {
+    let edge = "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"preview\", \"branch-only\"]\non_fail = \"development\"\n\
+                [gates.preview]\ncommand = [\"sh\", \"-c\", \"test -f moved-on-main.txt && test -f feature.txt\"]\non = \"merge-preview\"\ntimeout_s = 20\n\
+                [gates.branch-only]\ncommand = [\"sh\", \"-c\", \"test ! -f moved-on-main.txt && test -f feature.txt\"]\ntimeout_s = 20\n";
+    let dep = Deployment::new(sqlite(), FAST, edge);
+    // The developer does its work, and meanwhile someone lands a change on main.
+    let user = dep.path().display().to_string();
+    dep.script(
+        "agents/developer.sh",
+        &format!(
+            "echo feature > feature.txt\n\
+             tmp=$(mktemp -d) && git clone -q {user}/remote.git $tmp && echo main > $tmp/moved-on-main.txt && \
+             git -C $tmp add . && git -C $tmp -c user.name=u -c user.email=u@x commit -qm 'main moved' && git -C $tmp push -q origin main\n{PASS}"
+        ),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("preview");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+    let gates: Vec<serde_json::Value> =
+        dep.events(&key).into_iter().filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("gate."))).collect();
+    assert!(gates.len() >= 2 && gates.iter().all(|g| g["kind"] == "gate.passed"), "{gates:?}");
+    let pr = pr(&dep, &key);
+    assert_eq!(pr["checks"]["preview"]["passed"], true, "{pr}");
+    assert_eq!(pr["checks"]["preview"]["sha"], pr["checks"]["branch-only"]["sha"], "checks name the branch SHA: {pr}");
+}

@@ -220,7 +220,7 @@ pub(crate) struct Ctx {
     pub(crate) lease: LeaseDeadline,
     /// This node's offset to the store's clock in ms (store − local), added to
     /// every `now` so leases are stamped and judged in the store's time.
-    pub(crate) clock_offset_ms: AtomicI64,
+    pub(crate) clock_offset_ms: Arc<AtomicI64>,
     /// Unique per start of this node, so its registry row is never confused with
     /// an older or newer process under the same id.
     pub(crate) incarnation: String,
@@ -257,7 +257,7 @@ impl Ctx {
             repos: crate::vcs::Repos::default(),
             owned: OwnedJobs::default(),
             lease: LeaseDeadline::new(ttl),
-            clock_offset_ms: AtomicI64::new(0),
+            clock_offset_ms: Arc::new(AtomicI64::new(0)),
             incarnation: new_incarnation(),
             stopping: CancellationToken::new(),
             kill_all: CancellationToken::new(),
@@ -266,6 +266,13 @@ impl Ctx {
             slot_freed: tokio::sync::Notify::new(),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// A `now` in the store's time for parts that outlive a borrow of the
+    /// context (the local forge).
+    pub(crate) fn store_clock(&self) -> Arc<dyn Fn() -> Timestamp + Send + Sync> {
+        let (clock, offset) = (Arc::clone(&self.clock), Arc::clone(&self.clock_offset_ms));
+        Arc::new(move || Timestamp::from_millis(clock.now().as_millis() + offset.load(Ordering::Relaxed)))
     }
 
     /// Now, in the store's time: the injected clock plus the measured offset.

@@ -15,7 +15,6 @@ use crate::launch::{self, INFRA, LogMode, ProcSpec};
 use crate::process::Ended;
 use crate::{Error, untrusted, vcs};
 use orch_core::config::GateTree;
-use orch_store::{PrCheck, PrUpdate};
 use orch_vcs::Preview;
 
 /// What the gates of an edge concluded.
@@ -93,7 +92,7 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
             GateRun::CouldNotStart(r) => (r, true),
         };
         result.sha = Some(sha.clone());
-        report_check(ctx, &item, &result).await;
+        report_check(&item, &tree, &result).await;
         info!(item = %job.item, job = %job.id, epoch = job.epoch, gate = %name, passed = result.passed, infra, "gate");
         let passed = result.passed;
         let reason = result.reason.clone();
@@ -111,18 +110,17 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
 }
 
 /// Shows the gate's result on the item's pull request, for the SHA it ran on.
-async fn report_check(ctx: &Ctx, item: &orch_store::Item, result: &GateResult) {
+async fn report_check(item: &orch_store::Item, tree: &vcs::Tree, result: &GateResult) {
     if item.pr.is_none() {
         return;
     }
-    let check = PrCheck {
+    let check = orch_vcs::CheckStatus {
+        gate: result.gate.clone(),
         sha: result.sha.clone().unwrap_or_default(),
         passed: result.passed,
         reason: result.reason.clone(),
-        at: ctx.now(),
     };
-    let update = PrUpdate { check: Some((result.gate.clone(), check)), ..PrUpdate::default() };
-    if let Err(e) = ctx.store.update_pr(&item.key, update, ctx.now()).await {
+    if let Err(e) = tree.handle.forge.set_status(&item.key.to_string(), &check).await {
         tracing::warn!(item = %item.key, error = %e, "cannot report a check on the pull request");
     }
 }

@@ -23,6 +23,7 @@ mod job;
 mod launch;
 pub mod layout;
 mod lease;
+mod local_forge;
 pub mod metrics;
 mod node;
 mod node_registry;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The node cannot run here (e.g. cgroup isolation asked for and refused).
     #[error("{0}")]
     Unavailable(String),
+    /// The forge refused or failed an operation.
+    #[error("forge: {0}")]
+    Forge(String),
     /// A supervised task died or an integrity check failed: the node stopped.
     #[error("node stopped: {0}")]
     Fatal(String),

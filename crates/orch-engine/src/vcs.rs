@@ -14,19 +14,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use orch_core::EventKind;
-use orch_store::{Item, Job, NewEvent, NewPr, PrUpdate};
-use orch_vcs::{Author, Git, Merge, Repo, RepoSpec, Worktree};
+use orch_core::config::ForgeKind;
+use orch_store::{Item, Job, NewEvent};
+use orch_vcs::{Author, Forge, Git, Merge, PrSpec, Repo, RepoSpec, Worktree};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::Error;
 use crate::ctx::Ctx;
 use crate::launch::INFRA;
+use crate::local_forge::LocalForge;
 
-/// A repository the node has a mirror of.
+/// A repository the node has a mirror of, and the forge its pull requests live on.
 pub(crate) struct RepoHandle {
     pub(crate) repo: Repo,
     pub(crate) author: Author,
+    pub(crate) forge: Arc<dyn Forge>,
 }
 
 /// The node's repositories, made ready (mirror cloned and fetched) on first use.
@@ -78,7 +81,21 @@ impl Repos {
         let repo = Repo::new(git, spec, ctx.layout.mirror(repo_name));
         repo.ensure().await.map_err(|e| e.to_string())?;
         let author = Author { name: conf.author_name.clone(), email: conf.author_email.clone() };
-        let handle = Arc::new(RepoHandle { repo, author });
+        let forge: Arc<dyn Forge> = match conf.forge {
+            ForgeKind::Local => Arc::new(LocalForge {
+                store: Arc::clone(&ctx.store),
+                clock: ctx.store_clock(),
+                repo: repo.clone(),
+                author: author.clone(),
+                scratch: ctx.layout.root().join("merge"),
+            }),
+            other => {
+                return Err(format!(
+                    "repo {repo_name}: forge {other:?} has no adapter in this orch yet; use forge = \"local\""
+                ));
+            }
+        };
+        let handle = Arc::new(RepoHandle { repo, author, forge });
         ready.insert(repo_name.to_owned(), Arc::clone(&handle));
         Ok(handle)
     }
@@ -224,43 +241,57 @@ pub(crate) async fn after_run(
         Err(Error::Store(orch_store::Error::FencedOut { .. })) => return Err(AfterRun::Fenced),
         Err(e) => return Err(AfterRun::Infra(format!("{INFRA}cannot record the push: {e}"))),
     }
-    if let Err(e) = upsert_pr(ctx, job, item, &branch, &sha).await {
+    if let Err(e) = upsert_pr(ctx, job, item, tree, &sha).await {
         warn!(item = %job.item, error = %e, "cannot open or update the pull request");
     }
     Ok(Some(sha))
 }
 
-/// Opens the item's pull request on the local forge at its first push, or moves
-/// its head.
-async fn upsert_pr(ctx: &Ctx, job: &Job, item: &Item, branch: &str, sha: &str) -> Result<(), Error> {
-    let new = NewPr {
-        item: item.key.clone(),
+/// Opens the item's pull request at its first push, or moves its head.
+async fn upsert_pr(ctx: &Ctx, job: &Job, item: &Item, tree: &Tree, sha: &str) -> Result<(), Error> {
+    let spec = PrSpec {
+        item: item.key.to_string(),
         repo: item.repo.clone(),
         title: format!("{}: {}", item.key, item.title),
-        body: pr_body(item),
-        branch: branch.to_owned(),
+        body: pr_body(ctx, item).await,
+        branch: tree.wt.branch.clone(),
         head_sha: sha.to_owned(),
-        url: format!("local://{}/pulls/{}", item.repo, item.key),
     };
-    let (pr, created) = ctx.store.open_pr(new, ctx.now()).await?;
+    let (pr, created) = tree.handle.forge.open_or_update(&spec).await.map_err(|e| Error::Forge(e.to_string()))?;
     if created {
         let mut e = NewEvent::new(job.item.clone(), EventKind::PrOpened);
         e.job = Some(job.id);
         e.epoch = Some(job.epoch);
-        e.data = json!({ "url": pr.url, "branch": branch, "head_sha": sha });
+        e.data = json!({ "url": pr.url, "number": pr.number, "branch": spec.branch, "head_sha": sha });
         ctx.store.append_events(&[e], ctx.now()).await?;
-    } else {
-        let update = PrUpdate { head_sha: Some(sha.to_owned()), ..PrUpdate::default() };
-        ctx.store.update_pr(&item.key, update, ctx.now()).await?;
     }
     Ok(())
 }
 
-fn pr_body(item: &Item) -> String {
+/// The pull request's body: the item, then a line per finished job of it (stage,
+/// attempt, how it ended and the verdict's summary), so a reviewer sees the
+/// pipeline's story next to the diff.
+async fn pr_body(ctx: &Ctx, item: &Item) -> String {
+    use std::fmt::Write as _;
     let mut body = format!("{} ({}) on repo {}\n\n", item.key, item.kind, item.repo);
     if !item.body.is_empty() {
-        body.push_str(&item.body);
-        body.push('\n');
+        let _ = writeln!(body, "{}\n", item.body.trim_end());
+    }
+    let jobs = ctx.store.jobs_for_item(&item.key).await.unwrap_or_default();
+    let ended: Vec<_> = jobs.iter().filter(|j| j.finished_at.is_some()).collect();
+    if !ended.is_empty() {
+        let _ = writeln!(body, "## Stages\n");
+        for j in ended {
+            let summary = j
+                .verdict
+                .as_ref()
+                .and_then(|v| v.get("summary"))
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .or_else(|| j.reason.clone())
+                .unwrap_or_default();
+            let _ = writeln!(body, "- {} (attempt {}, {}): {summary}", j.stage, j.attempt, j.status);
+        }
     }
     body
 }
@@ -288,8 +319,7 @@ pub(crate) async fn merge(ctx: &Ctx, job: &Job, item: &Item) -> Result<Option<St
         return Err(AfterRun::Fenced);
     }
     let message = format!("Merge {}: {}\n\nRefs: {}\n", item.key, item.title, item.key);
-    let scratch = ctx.layout.merge_scratch(&item.key);
-    let merged = handle.repo.merge_into_main(&sha, &message, &handle.author, &scratch).await;
+    let merged = handle.forge.merge(&item.key.to_string(), &sha, &message).await;
     let merge_sha = match merged {
         Ok(Merge::Merged { sha }) => sha,
         Ok(Merge::AlreadyMerged { main }) => main,
@@ -299,10 +329,6 @@ pub(crate) async fn merge(ctx: &Ctx, job: &Job, item: &Item) -> Result<Option<St
         Err(e) => return Err(AfterRun::Infra(format!("{INFRA}{e}"))),
     };
     info!(item = %item.key, job = %job.id, merge_sha = %merge_sha, "pr.merged");
-    let update = PrUpdate { state: Some("merged".into()), merge_sha: Some(merge_sha.clone()), ..PrUpdate::default() };
-    if let Err(e) = ctx.store.update_pr(&item.key, update, ctx.now()).await {
-        warn!(item = %item.key, error = %e, "cannot record the merge on the pull request");
-    }
     let mut e = NewEvent::new(item.key.clone(), EventKind::PrMerged);
     e.job = Some(job.id);
     e.epoch = Some(job.epoch);
@@ -330,6 +356,12 @@ pub(crate) async fn sweep_worktrees(ctx: &Ctx) {
         if let Ok(Some(item)) = ctx.store.get_item(&key).await
             && item.status.is_terminal()
         {
+            if item.status == orch_core::ItemStatus::Cancelled
+                && let Ok(handle) = ctx.repos.get(ctx, &item.repo).await
+                && let Err(e) = handle.forge.close(&key.to_string()).await
+            {
+                warn!(item = %key, error = %e, "cannot close the cancelled item's pull request");
+            }
             cleanup(ctx, &item).await;
         }
     }

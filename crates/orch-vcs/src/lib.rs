@@ -11,10 +11,12 @@
 //!   the caller holds: a stale owner's push is refused by git itself.
 
 mod branch;
+mod forge;
 pub mod git;
 mod repo;
 
 pub use branch::{SLUG_MAX, item_branch, slug};
+pub use forge::{CheckStatus, Forge, ForgeError, PrRef, PrSpec};
 pub use git::Git;
 pub use repo::{Author, Preview, Repo, RepoSpec, Worktree, resolve_remote};
 
