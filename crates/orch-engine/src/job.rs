@@ -203,7 +203,7 @@ async fn stopped(ctx: &Ctx, job: &Job, killed_at: Option<orch_core::Timestamp>) 
 
 /// The job as the store has it now (exit code, reason, finished_at).
 async fn refetch(ctx: &Ctx, job: &Job) -> Result<Job, Error> {
-    let mut fresh = ctx.store.get_job(job.id).await?.ok_or(Error::Vanished(job.id))?;
+    let mut fresh = ctx.within_lease(ctx.store.get_job(job.id)).await?.ok_or(Error::Vanished(job.id))?;
     // Keep the epoch we hold: if the row moved on, our writes will be fenced.
     fresh.epoch = job.epoch;
     Ok(fresh)

@@ -195,6 +195,7 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
             ("version", item.version.to_string()),
             ("attempts", attempts.join(", ")),
             ("branch", item.branch.clone().unwrap_or_else(|| "-".into())),
+            ("head", item.head_sha.clone().unwrap_or_else(|| "-".into())),
             ("pr", pr),
             ("created", item.created_at.to_rfc3339()),
             ("updated", item.updated_at.to_rfc3339()),
