@@ -3,33 +3,11 @@
 //! and `orch serve` doing the work — feature branches, auto-commits with
 //! trailers, fenced pushes, a pull request per item, the merge in deploy.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 mod common;
 
 use common::deployment::{Deployment, FAST, PASS, sqlite, terminate};
 use common::wait_until;
-use orch_test_support::{git_out, remote_sha};
-
-/// Refuses every update of main that is not a merge commit whose subject starts
-/// with `Merge <KEY>:`.
-const PRE_RECEIVE: &str = r#"#!/bin/sh
-while read old new ref; do
-  if [ "$ref" = "refs/heads/main" ]; then
-    parents=$(git rev-list --parents -n 1 "$new" | wc -w)
-    subject=$(git log -1 --format=%s "$new")
-    case "$subject" in Merge\ [A-Z]*-[0-9]*:*) ;; *) echo "main only takes item merges" >&2; exit 1;; esac
-    [ "$parents" -ge 3 ] || { echo "main only takes merge commits" >&2; exit 1; }
-  fi
-done
-"#;
-
-fn install_hook(remote: &Path, name: &str, body: &str) {
-    let hook = remote.join("hooks").join(name);
-    std::fs::write(&hook, body).unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use orch_test_support::{PRE_RECEIVE_ONLY_ITEM_MERGES, git_out, install_hook, remote_sha};
 
 fn pr(dep: &Deployment, key: &str) -> serde_json::Value {
     let out = dep.orch(&["pr", "show", key, "--json"]);
@@ -59,7 +37,7 @@ fn working_agents(dep: &Deployment) {
 #[test]
 fn quick_track_commits_on_a_feature_branch_opens_a_pr_and_merges_main_only_in_deploy() {
     let dep = Deployment::new(sqlite(), FAST, "");
-    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE_ONLY_ITEM_MERGES);
     working_agents(&dep);
     let main_before = remote_sha(&dep.remote, "main").unwrap();
     let out = dep.orch(&["check"]);
@@ -112,7 +90,7 @@ fn quick_track_commits_on_a_feature_branch_opens_a_pr_and_merges_main_only_in_de
 #[test]
 fn two_items_at_once_and_a_merge_conflict_goes_back_to_development_then_lands() {
     let dep = Deployment::new(sqlite(), FAST, "");
-    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE_ONLY_ITEM_MERGES);
     // Both items edit the same file. On a later development attempt the agent
     // takes main's side of the conflict by merging main into its branch.
     dep.script(
@@ -207,7 +185,7 @@ fn a_repo_that_is_not_a_git_repository_is_named_and_other_repos_keep_working() {
 #[test]
 fn a_crash_between_push_and_store_record_neither_duplicates_the_commit_nor_merges_twice() {
     let dep = Deployment::new(sqlite(), FAST, "");
-    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE);
+    install_hook(&dep.remote, "pre-receive", PRE_RECEIVE_ONLY_ITEM_MERGES);
     working_agents(&dep);
     // The first push of a feature branch kills the node right after the remote
     // accepted it: the push landed, the store never heard of it.

@@ -62,3 +62,27 @@ pub fn git_out(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A `pre-receive` hook that refuses every update of `main` but a merge commit
+/// whose subject starts with `Merge <KEY>:` — the only way orch may change main.
+pub const PRE_RECEIVE_ONLY_ITEM_MERGES: &str = r#"#!/bin/sh
+while read old new ref; do
+  if [ "$ref" = "refs/heads/main" ]; then
+    parents=$(git rev-list --parents -n 1 "$new" | wc -w)
+    subject=$(git log -1 --format=%s "$new")
+    case "$subject" in Merge\ [A-Z]*-[0-9]*:*) ;; *) echo "main only takes item merges" >&2; exit 1;; esac
+    [ "$parents" -ge 3 ] || { echo "main only takes merge commits" >&2; exit 1; }
+  fi
+done
+"#;
+
+/// Installs an executable hook `name` with `body` in the bare repository `remote`.
+///
+/// # Panics
+/// When the hook cannot be written.
+pub fn install_hook(remote: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = remote.join("hooks").join(name);
+    std::fs::write(&hook, body).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

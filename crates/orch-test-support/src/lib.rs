@@ -11,7 +11,7 @@ mod config;
 mod git;
 
 pub use config::{FAST_REAPER, config_text};
-pub use git::{git_out, origin_for, origin_with_ignore, remote_sha};
+pub use git::{PRE_RECEIVE_ONLY_ITEM_MERGES, git_out, install_hook, origin_for, origin_with_ignore, remote_sha};
 
 /// The admin URL of the test server: `ORCH_TEST_DATABASE_URL`, or the local
 /// server `scripts/test` makes sure of.

@@ -2,7 +2,6 @@
 //! pre-receive hook that lets main change only by a merge commit named for an
 //! item), a user's clone whose `origin` it is, and orch's mirror and worktrees.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,19 +20,6 @@ struct World {
     repo: Repo,
 }
 
-/// Refuses every update of main that is not a merge commit whose message starts
-/// with `Merge <KEY>:` — orch must never push anything else there.
-const PRE_RECEIVE: &str = r#"#!/bin/sh
-while read old new ref; do
-  if [ "$ref" = "refs/heads/main" ]; then
-    parents=$(git rev-list --parents -n 1 "$new" | wc -w)
-    subject=$(git log -1 --format=%s "$new")
-    case "$subject" in Merge\ [A-Z]*-[0-9]*:*) ;; *) echo "main only takes item merges" >&2; exit 1;; esac
-    [ "$parents" -ge 3 ] || { echo "main only takes merge commits" >&2; exit 1; }
-  fi
-done
-"#;
-
 impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -46,9 +32,8 @@ impl World {
         git(&user, &["add", "."]);
         git(&user, &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "--quiet", "-m", "initial"]);
         git(&user, &["push", "--quiet", "origin", "HEAD:main"]);
-        let hook = remote.join("hooks/pre-receive");
-        std::fs::write(&hook, PRE_RECEIVE).unwrap();
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // orch must never change main but by an item's merge.
+        orch_test_support::install_hook(&remote, "pre-receive", orch_test_support::PRE_RECEIVE_ONLY_ITEM_MERGES);
         let spec = RepoSpec { name: "shop".into(), remote: remote.display().to_string(), main_branch: "main".into() };
         let repo = Repo::new(Git::default(), spec, dir.path().join("data/repos/shop.git"));
         Self { dir, remote, user, repo }
