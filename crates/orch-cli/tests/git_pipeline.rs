@@ -321,3 +321,64 @@ fn a_merge_preview_gate_sees_main_as_it_is_now() {
     assert_eq!(pr["checks"]["preview"]["passed"], true, "{pr}");
     assert_eq!(pr["checks"]["preview"]["sha"], pr["checks"]["branch-only"]["sha"], "checks name the branch SHA: {pr}");
 }
+
+/// Coding agents often commit by themselves: their commits are pushed and merged
+/// like orch's own, not dropped because nothing was left to stage.
+#[test]
+fn an_agent_that_commits_by_itself_has_its_work_pushed_and_merged() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    dep.script(
+        "agents/developer.sh",
+        &format!("echo mine > mine.txt && git add mine.txt && git -c user.name=agent -c user.email=a@x commit -qm 'agent did this'\n{PASS}"),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("self committing");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+    assert_eq!(git_out(&dep.remote, &["show", "main:mine.txt"]), "mine", "the agent's commit reached main");
+    assert!(git_out(&dep.remote, &["log", "--format=%s", "main"]).lines().any(|l| l == "agent did this"));
+    dep.assert_audit_clean();
+}
+
+/// The node dies right after its merge reached main and before it recorded
+/// `done`. The node that finishes the finalization sees the head in main and
+/// records `done` without judging the work again: a gate that would now fail
+/// (here: it refuses to run twice) must not roll a merged item back.
+#[test]
+fn a_crash_after_the_merge_finishes_the_item_without_running_its_gates_again() {
+    let marker = "GATE_MARKER";
+    let edge = "[[edges]]\nfrom = \"deploy\"\nto = \"done\"\ngates = [\"once\"]\non_fail = \"development\"\n\
+                [gates.once]\ncommand = [\"sh\", \"-c\", \"test ! -f GATE_MARKER && touch GATE_MARKER\"]\ntimeout_s = 20\n";
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let marker_path = dep.path().join("gate-ran-once");
+    let text = std::fs::read_to_string(dep.path().join("orch.toml")).unwrap()
+        + &edge.replace(marker, &marker_path.display().to_string());
+    std::fs::write(dep.path().join("orch.toml"), text).unwrap();
+    working_agents(&dep);
+    let pidfile = dep.path().join("pids/node");
+    install_hook(
+        &dep.remote,
+        "post-receive",
+        &format!(
+            "#!/bin/sh\nwhile read old new ref; do [ \"$ref\" = refs/heads/main ] && kill -9 $(cat {}); done\nexit 0\n",
+            pidfile.display()
+        ),
+    );
+    let mut first = dep.serve("node-a", "data-a", &[], "serve-1.log");
+    std::fs::write(&pidfile, first.0.id().to_string()).unwrap();
+    let key = dep.add_item("merge then crash");
+    wait_until("the node to die right after its merge", || first.0.try_wait().unwrap().is_some());
+    assert!(git_out(&dep.remote, &["log", "-1", "--format=%s", "main"]).starts_with(&format!("Merge {key}:")));
+    assert_ne!(dep.status(&key), "done", "the store had not recorded done");
+    std::fs::write(dep.remote.join("hooks/post-receive"), "#!/bin/sh\nexit 0\n").unwrap();
+
+    let mut second = dep.serve("node-a", "data-a", &[], "serve-2.log");
+    wait_until("the item to be recorded done", || dep.status(&key) == "done");
+    assert!(terminate(&mut second).success(), "{}", dep.log("serve-2.log"));
+    let events = dep.events(&key);
+    assert!(!events.iter().any(|e| e["kind"] == "item.rolled_back"), "a merged item was rolled back: {events:?}");
+    let merges = git_out(&dep.remote, &["log", "--first-parent", "--format=%s", "main"]);
+    assert_eq!(merges.lines().filter(|l| l.starts_with(&format!("Merge {key}:"))).count(), 1, "{merges}");
+    assert_eq!(pr(&dep, &key)["state"], "merged");
+    dep.assert_audit_clean();
+}

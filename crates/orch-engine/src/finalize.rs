@@ -34,6 +34,16 @@ pub(crate) async fn finalize(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> 
 
 async fn finalize_inner(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
     let mut judged = judge(ctx, job);
+    // A finalization taken over after the merge landed (the owner died between
+    // the merge and the commit): the work is in main; record done, judge nothing.
+    if judged.result == StageResult::Passed
+        && let Some(item) = ctx.within_lease(ctx.store.get_item(&job.item)).await?
+        && finishes_item(ctx, job, &item, judged.escalate)
+        && vcs::already_merged(ctx, &item).await
+    {
+        info!(item = %job.item, job = %job.id, "the item's head is already in main: finishing without re-running gates");
+        return commit(ctx, job, judged.result, judged.escalate, judged.verdict).await;
+    }
     if judged.result == StageResult::Passed {
         match gates::run_edge_gates(ctx, job, lost).await? {
             gates::GatesOutcome::Passed => {}

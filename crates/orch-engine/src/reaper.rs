@@ -82,7 +82,8 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
             warn!(item = %job.item, job = %job.id, error = %err, "tier-2 pass failed");
         }
     }
-    crate::vcs::sweep_worktrees(ctx).await;
+    // Housekeeping, bounded so a slow remote never delays the next pass.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), crate::vcs::sweep_worktrees(ctx)).await;
     ctx.metrics.pass_done(ctx.now().as_millis());
     Ok(report)
 }

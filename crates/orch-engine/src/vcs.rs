@@ -33,9 +33,26 @@ pub(crate) struct RepoHandle {
 }
 
 /// The node's repositories, made ready (mirror cloned and fetched) on first use.
+/// Each repo has a cell of its own, so a slow or unreachable remote delays only
+/// its own items; a failure is remembered for [`RETRY_AFTER`] so every job of a
+/// broken repo does not wait on the network again.
 #[derive(Default)]
 pub(crate) struct Repos {
-    ready: tokio::sync::Mutex<HashMap<String, Arc<RepoHandle>>>,
+    cells: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Cell>>>>,
+}
+
+/// How long a repo that could not be made ready is taken as still broken.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Default)]
+enum Cell {
+    #[default]
+    Empty,
+    Ready(Arc<RepoHandle>),
+    Failed {
+        why: String,
+        at: tokio::time::Instant,
+    },
 }
 
 /// An item's worktree, ready for a run.
@@ -67,38 +84,56 @@ impl Repos {
     /// # Errors
     /// The reason, naming the repo: not a repository, no remote, unreachable, no main.
     pub(crate) async fn get(&self, ctx: &Ctx, repo_name: &str) -> Result<Arc<RepoHandle>, String> {
-        let mut ready = self.ready.lock().await;
-        if let Some(h) = ready.get(repo_name) {
-            return Ok(Arc::clone(h));
-        }
-        let conf = ctx.config.repo(repo_name).ok_or_else(|| format!("repo {repo_name} is not in the config"))?;
-        let git = Git::default();
-        let path = (!conf.path.as_os_str().is_empty()).then(|| ctx.config.resolve_path(&conf.path));
-        let remote = orch_vcs::resolve_remote(&git, repo_name, path.as_deref(), conf.url.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
-        let spec = RepoSpec { name: repo_name.to_owned(), remote, main_branch: conf.main_branch.clone() };
-        let repo = Repo::new(git, spec, ctx.layout.mirror(repo_name));
-        repo.ensure().await.map_err(|e| e.to_string())?;
-        let author = Author { name: conf.author_name.clone(), email: conf.author_email.clone() };
-        let forge: Arc<dyn Forge> = match conf.forge {
-            ForgeKind::Local => Arc::new(LocalForge {
-                store: Arc::clone(&ctx.store),
-                clock: ctx.store_clock(),
-                repo: repo.clone(),
-                author: author.clone(),
-                scratch: ctx.layout.root().join("merge"),
-            }),
-            other => {
-                return Err(format!(
-                    "repo {repo_name}: forge {other:?} has no adapter in this orch yet; use forge = \"local\""
-                ));
-            }
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(cells.entry(repo_name.to_owned()).or_default())
         };
-        let handle = Arc::new(RepoHandle { repo, author, forge });
-        ready.insert(repo_name.to_owned(), Arc::clone(&handle));
-        Ok(handle)
+        let mut cell = cell.lock().await;
+        match &*cell {
+            Cell::Ready(h) => return Ok(Arc::clone(h)),
+            Cell::Failed { why, at } if at.elapsed() < RETRY_AFTER => return Err(why.clone()),
+            _ => {}
+        }
+        match make_ready(ctx, repo_name).await {
+            Ok(h) => {
+                *cell = Cell::Ready(Arc::clone(&h));
+                Ok(h)
+            }
+            Err(why) => {
+                *cell = Cell::Failed { why: why.clone(), at: tokio::time::Instant::now() };
+                Err(why)
+            }
+        }
     }
+}
+
+/// Resolves a repo's remote, makes its mirror and fetches it.
+async fn make_ready(ctx: &Ctx, repo_name: &str) -> Result<Arc<RepoHandle>, String> {
+    let conf = ctx.config.repo(repo_name).ok_or_else(|| format!("repo {repo_name} is not in the config"))?;
+    let git = Git::default();
+    let path = (!conf.path.as_os_str().is_empty()).then(|| ctx.config.resolve_path(&conf.path));
+    let remote = orch_vcs::resolve_remote(&git, repo_name, path.as_deref(), conf.url.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let spec = RepoSpec { name: repo_name.to_owned(), remote, main_branch: conf.main_branch.clone() };
+    let repo = Repo::new(git, spec, ctx.layout.mirror(repo_name));
+    repo.ensure().await.map_err(|e| e.to_string())?;
+    let author = Author { name: conf.author_name.clone(), email: conf.author_email.clone() };
+    let forge: Arc<dyn Forge> = match conf.forge {
+        ForgeKind::Local => Arc::new(LocalForge {
+            store: Arc::clone(&ctx.store),
+            clock: ctx.store_clock(),
+            repo: repo.clone(),
+            author: author.clone(),
+            scratch: ctx.layout.root().join("merge"),
+        }),
+        other => {
+            return Err(format!(
+                "repo {repo_name}: forge {other:?} has no adapter in this orch yet; use forge = \"local\""
+            ));
+        }
+    };
+    Ok(Arc::new(RepoHandle { repo, author, forge }))
 }
 
 /// The branch an item works on: the one the store records, else its derived name.
@@ -192,13 +227,12 @@ pub(crate) async fn after_run(
     // commit is on the remote; record it rather than commit again.
     repo.fetch().await.map_err(infra)?;
     let branch = tree.wt.branch.clone();
-    let existing = repo.find_job_commit(&branch, job.id.0).await.map_err(infra)?;
+    let existing = repo.find_job_commit(&branch, job.id.0, tree.recorded.as_deref()).await.map_err(infra)?;
     let (sha, committed) = match existing {
-        Some(sha) if tree.recorded.as_deref() != Some(sha.as_str()) => {
+        Some(sha) => {
             info!(item = %job.item, job = %job.id, sha = %sha, "found this job's pushed commit; recording it");
             (sha, false)
         }
-        Some(_) => return Ok(None),
         None => {
             let message = format!(
                 "{role}({key}): auto-commit from {role} job {id}\n\nRefs: {key}\nOrch-Job: {id}\nOrch-Attempt: {n}\n",
@@ -207,8 +241,16 @@ pub(crate) async fn after_run(
                 n = job.attempt
             );
             match tree.wt.commit_all(&message, &tree.handle.author).await.map_err(infra)? {
-                None => return Ok(None),
                 Some(sha) => (sha, true),
+                // Nothing left to stage, but an agent that commits by itself (as
+                // coding agents do) has moved HEAD: that work is pushed too.
+                None => {
+                    let head = tree.wt.head().await.map_err(infra)?;
+                    if head == tree.base {
+                        return Ok(None);
+                    }
+                    (head, true)
+                }
             }
         }
     };
@@ -217,9 +259,16 @@ pub(crate) async fn after_run(
         return Err(AfterRun::Fenced);
     }
     if committed {
-        match tree.wt.push_fenced(tree.recorded.as_deref()).await {
+        // Bounded by the lease: past the deadline this owner has fenced itself.
+        let push = tokio::time::timeout_at(ctx.lease.deadline(), tree.wt.push_fenced(tree.recorded.as_deref()));
+        let Ok(pushed) = push.await else { return Err(AfterRun::Fenced) };
+        match pushed {
             Ok(()) => {}
-            Err(orch_vcs::Error::PushRejected { .. }) => return Err(AfterRun::Fenced),
+            // Refused because the branch moved. If this node no longer holds the
+            // job, another owner moved it: fenced. If it still does, something else
+            // moved the branch (a stale owner's late push): not this owner's fault,
+            // and not a reason to give the job up.
+            Err(orch_vcs::Error::PushRejected { .. }) if !holds_lease(ctx, job).await => return Err(AfterRun::Fenced),
             Err(e) => return Err(infra(e)),
         }
     }
@@ -319,7 +368,10 @@ pub(crate) async fn merge(ctx: &Ctx, job: &Job, item: &Item) -> Result<Option<St
         return Err(AfterRun::Fenced);
     }
     let message = format!("Merge {}: {}\n\nRefs: {}\n", item.key, item.title, item.key);
-    let merged = handle.forge.merge(&item.key.to_string(), &sha, &message).await;
+    // Bounded by the lease: an owner past its deadline must not still be merging.
+    let key = item.key.to_string();
+    let merge = tokio::time::timeout_at(ctx.lease.deadline(), handle.forge.merge(&key, &sha, &message));
+    let Ok(merged) = merge.await else { return Err(AfterRun::Fenced) };
     let merge_sha = match merged {
         Ok(Merge::Merged { sha }) => sha,
         Ok(Merge::AlreadyMerged { main }) => main,
@@ -333,8 +385,32 @@ pub(crate) async fn merge(ctx: &Ctx, job: &Job, item: &Item) -> Result<Option<St
     e.job = Some(job.id);
     e.epoch = Some(job.epoch);
     e.data = json!({ "merge_sha": merge_sha, "head_sha": sha });
-    ctx.store.append_events(&[e], ctx.now()).await.map_err(|e| AfterRun::Infra(format!("{INFRA}{e}")))?;
+    // The merge has landed: failing to log it must not turn it into a failure
+    // (a retry would run the stage again on a merged item).
+    if let Err(err) = ctx.store.append_events(&[e], ctx.now()).await {
+        warn!(item = %item.key, error = %err, "cannot record pr.merged; the merge stands");
+    }
     Ok(None)
+}
+
+/// Whether the item's recorded head is already in the remote's main: its merge
+/// landed (perhaps by an owner that died before recording `done`). A finalizer
+/// that finds this must not judge the work again — a red gate now would roll back
+/// a merged item.
+pub(crate) async fn already_merged(ctx: &Ctx, item: &Item) -> bool {
+    if item.pr.as_ref().is_some_and(|p| p.state == "merged") {
+        return true;
+    }
+    let Some(head) = &item.head_sha else { return false };
+    let Ok(handle) = ctx.repos.get(ctx, &item.repo).await else { return false };
+    let repo = &handle.repo;
+    if repo.fetch().await.is_err() {
+        return false;
+    }
+    match repo.remote_sha(&repo.spec().main_branch).await {
+        Ok(Some(main)) => repo.descends(head, &main).await.unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// Removes an ended item's worktree (best effort: a leftover is rebuilt or

@@ -21,6 +21,27 @@ use crate::Error;
 /// repository takes a while; anything slower is a hung remote.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Overrides for every git call: configuration an agent could plant in the
+/// repository (it shares the mirror's config) that would make git run a program.
+const HARDENING: &[&str] = &[
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "tag.gpgSign=false",
+    "-c",
+    "core.sshCommand=ssh",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "core.editor=true",
+    "-c",
+    "sequence.editor=true",
+];
+
 /// The git CLI, with the settings every call shares.
 #[derive(Clone, Debug)]
 pub struct Git {
@@ -55,7 +76,11 @@ impl Git {
     /// `Error::Spawn` when git cannot be started, `Error::Timeout` when it ran too long.
     pub async fn output<S: AsRef<OsStr>>(&self, dir: &Path, args: &[S], env: &[(&str, &str)]) -> Result<Output, Error> {
         let mut cmd = Command::new(&self.program);
-        cmd.args(args)
+        // An agent works inside a worktree of the node's mirror and can write the
+        // mirror's config and hooks. Nothing it puts there may run as the node:
+        // no hooks, no fsmonitor, no signing programs, no custom ssh command.
+        cmd.args(HARDENING)
+            .args(args)
             .current_dir(dir)
             // No prompt can ever wait for a human, no pager, English messages
             // (callers look for a few of git's words), and no hooks or templates

@@ -65,6 +65,8 @@ pub struct Repo {
 pub struct Worktree {
     git: Git,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The remote's URL, from the node's config.
+    remote: String,
     pub path: PathBuf,
     pub branch: String,
 }
@@ -134,7 +136,10 @@ impl Repo {
     /// # Errors
     /// The git failure (e.g. the remote is unreachable).
     pub async fn fetch(&self) -> Result<(), Error> {
-        self.locked_ok(&self.mirror, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/remotes/origin/*"])
+        // The remote's URL from the config, not `origin`: an agent can rewrite the
+        // mirror's remote settings (url, pushurl), never the node's config.
+        let url = self.spec.remote.as_str();
+        self.locked_ok(&self.mirror, &["fetch", "--prune", "--quiet", url, "+refs/heads/*:refs/remotes/origin/*"])
             .await
             .map(|_| ())
     }
@@ -165,6 +170,7 @@ impl Repo {
         let wt = Worktree {
             git: self.git.clone(),
             lock: std::sync::Arc::clone(&self.lock),
+            remote: self.spec.remote.clone(),
             path: path.to_path_buf(),
             branch: branch.to_owned(),
         };
@@ -192,6 +198,12 @@ impl Repo {
                 }
             }
         };
+        if path.join(".git").exists() && !self.is_our_worktree(path).await {
+            // The agent replaced the worktree's `.git` (a repository of its own, or a
+            // pointer elsewhere): never run checkout/reset/clean there. Rebuild.
+            tracing::warn!(path = %path.display(), "worktree's .git is not the mirror's; rebuilding it");
+            std::fs::remove_dir_all(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        }
         if path.join(".git").exists() {
             // Reuse: if the worktree is on the branch at the right commit with no
             // changes, leave it be (ignored files such as build outputs survive
@@ -217,6 +229,21 @@ impl Repo {
             self.locked_ok(&self.mirror, &["worktree", "add", "--quiet", "--force", "-B", branch, &p, &start]).await?;
         }
         Ok(wt)
+    }
+
+    /// Whether `path` is a worktree of this mirror: its `.git` is a regular file
+    /// (not a directory or link an agent made) and resolves to the mirror.
+    async fn is_our_worktree(&self, path: &Path) -> bool {
+        let dot_git = path.join(".git");
+        if !std::fs::symlink_metadata(&dot_git).is_ok_and(|m| m.file_type().is_file()) {
+            return false;
+        }
+        let Ok(out) = self.git.output(path, &["rev-parse", "--path-format=absolute", "--git-common-dir"], &[]).await
+        else {
+            return false;
+        };
+        let common = std::fs::canonicalize(out.stdout.trim()).ok();
+        out.code == 0 && common.is_some() && common == std::fs::canonicalize(&self.mirror).ok()
     }
 
     /// Removes an item's worktree (done or cancelled items).
@@ -282,19 +309,24 @@ impl Repo {
         Ok(!out.trim().is_empty())
     }
 
-    /// The commit on the remote `branch` that job `job` made, found by its
-    /// `Orch-Job` trailer: after a crash between push and store commit, the
-    /// retry finds it and does not commit again.
+    /// The commit on the remote `branch` after `since` (the SHA the store holds;
+    /// `None`: after main) that job `job` made, found by its `Orch-Job` trailer:
+    /// after a crash between push and store commit, the retry finds it and does
+    /// not commit again.
     ///
     /// # Errors
     /// Git failures.
-    pub async fn find_job_commit(&self, branch: &str, job: i64) -> Result<Option<String>, Error> {
+    pub async fn find_job_commit(&self, branch: &str, job: i64, since: Option<&str>) -> Result<Option<String>, Error> {
         let Some(tip) = self.remote_sha(branch).await? else { return Ok(None) };
+        // Only commits after the one the store recorded: a trailer in older history
+        // (an agent can write any message) must never move the branch backwards.
+        let base = since.map_or_else(|| self.remote_ref(&self.spec.main_branch), str::to_owned);
+        let range = format!("{base}..{tip}");
         let out = self
             .git
             .run(
                 &self.mirror,
-                &["log", "--format=%H %(trailers:key=Orch-Job,valueonly,separator=%x2C)", "-n", "200", &tip],
+                &["log", "--format=%H %(trailers:key=Orch-Job,valueonly,separator=%x2C)", "-n", "200", &range],
             )
             .await?;
         let want = job.to_string();
@@ -333,10 +365,14 @@ impl Repo {
                 MergeTry::Merged(m) => m,
             };
             let push = self
-                .locked(&self.mirror, &["push", "--quiet", "origin", &format!("{merged}:refs/heads/{main}")])
+                .locked(&self.mirror, &["push", "--quiet", &self.spec.remote, &format!("{merged}:refs/heads/{main}")])
                 .await?;
             if push.code == 0 {
-                self.fetch().await?;
+                // Main holds the merge now: a failed fetch after it must not turn
+                // a landed merge into an error (the next fetch catches up).
+                if let Err(e) = self.fetch().await {
+                    tracing::warn!(repo = %self.spec.name, error = %e, "fetch after the merge failed");
+                }
                 return Ok(Merge::Merged { sha: merged });
             }
             if !is_rejection(&push.stderr) {
@@ -533,7 +569,7 @@ impl Worktree {
         let target = format!("HEAD:refs/heads/{b}");
         let out = {
             let _held = self.lock.lock().await;
-            self.git.output(&self.path, &["push", "--quiet", "--porcelain", &lease, "origin", &target], &[]).await?
+            self.git.output(&self.path, &["push", "--quiet", "--porcelain", &lease, &self.remote, &target], &[]).await?
         };
         if out.code == 0 {
             return Ok(());

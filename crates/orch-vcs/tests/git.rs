@@ -93,8 +93,8 @@ async fn branch_commit_fenced_push_and_merge_reach_main_only_through_the_merge()
 
     // A retry after a crash between push and store commit finds its commit.
     w.repo.fetch().await.unwrap();
-    assert_eq!(w.repo.find_job_commit(branch, 1).await.unwrap().as_deref(), Some(c1.as_str()));
-    assert_eq!(w.repo.find_job_commit(branch, 2).await.unwrap(), None);
+    assert_eq!(w.repo.find_job_commit(branch, 1, None).await.unwrap().as_deref(), Some(c1.as_str()));
+    assert_eq!(w.repo.find_job_commit(branch, 2, None).await.unwrap(), None);
 
     let scratch = w.dir.path().join("data/merge");
     let merged = w
@@ -281,4 +281,70 @@ async fn a_merge_preview_checks_out_what_will_land_or_names_the_conflict() {
         "{conflict:?}"
     );
     assert!(!preview.exists());
+}
+
+/// An agent shares the mirror's config and hooks with the node. Nothing it plants
+/// there runs as the node or redirects the node's pushes.
+#[tokio::test]
+async fn hooks_and_remote_settings_an_agent_plants_do_not_act_for_the_node() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let branch = "feature/SHOP-1-bug-hostile";
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    let fired = w.dir.path().join("fired");
+    let hooks = w.dir.path().join("evil-hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    for hook in ["post-commit", "pre-push", "prepare-commit-msg", "reference-transaction", "post-checkout"] {
+        let body = format!("#!/bin/sh\necho {hook} >> {}\n", fired.display());
+        std::fs::write(hooks.join(hook), body).unwrap();
+        std::fs::set_permissions(hooks.join(hook), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let elsewhere = w.dir.path().join("elsewhere.git");
+    git(w.dir.path(), &["init", "--quiet", "--bare", elsewhere.to_str().unwrap()]);
+    // What a hostile agent can run in its worktree: it writes the mirror's config.
+    git(&wt.path, &["config", "core.hooksPath", hooks.to_str().unwrap()]);
+    git(&wt.path, &["config", "remote.origin.pushurl", elsewhere.to_str().unwrap()]);
+    git(&wt.path, &["config", "remote.origin.url", elsewhere.to_str().unwrap()]);
+
+    std::fs::write(wt.path.join("f.txt"), "work\n").unwrap();
+    let sha = wt.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    wt.push_fenced(None).await.unwrap();
+    w.repo.fetch().await.unwrap();
+    let scratch = w.dir.path().join("data/merge");
+    w.repo.merge_into_main(&sha, "Merge SHOP-1: x\n", &Author::default(), &scratch).await.unwrap();
+    assert!(!fired.exists(), "a planted hook ran: {}", std::fs::read_to_string(&fired).unwrap_or_default());
+    assert_eq!(w.remote_sha(branch).as_deref(), Some(sha.as_str()), "the push reached the configured remote");
+    assert_eq!(git(&w.remote, &["log", "-1", "--format=%s", "main"]), "Merge SHOP-1: x");
+    let stray = Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "refs/heads/main"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(!stray.status.success(), "nothing went to the agent's remote");
+}
+
+/// A worktree whose `.git` the agent replaced is rebuilt, never worked in; and a
+/// trailer in old history cannot pass for a later job's commit.
+#[tokio::test]
+async fn a_replaced_dot_git_is_rebuilt_and_old_trailers_do_not_count() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let branch = "feature/SHOP-1-bug-dotgit";
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    std::fs::write(wt.path.join("a.txt"), "a\n").unwrap();
+    // The agent forges a trailer for a later job into its own commit message.
+    let forged = "developer(SHOP-1): work\n\nRefs: SHOP-1\nOrch-Job: 1\nOrch-Job: 7\n";
+    let c1 = wt.commit_all(forged, &Author::default()).await.unwrap().unwrap();
+    wt.push_fenced(None).await.unwrap();
+    w.repo.fetch().await.unwrap();
+    assert_eq!(w.repo.find_job_commit(branch, 7, None).await.unwrap().as_deref(), Some(c1.as_str()));
+    assert_eq!(w.repo.find_job_commit(branch, 7, Some(&c1)).await.unwrap(), None, "only after what the store holds");
+
+    let decoy = w.dir.path().join("decoy");
+    git(w.dir.path(), &["init", "--quiet", decoy.to_str().unwrap()]);
+    std::fs::remove_file(wt.path.join(".git")).unwrap();
+    std::fs::write(wt.path.join(".git"), format!("gitdir: {}/.git\n", decoy.display())).unwrap();
+    let again = w.repo.worktree(&w.wt("SHOP-1"), branch, Some(&c1)).await.unwrap();
+    assert_eq!(again.head().await.unwrap(), c1, "rebuilt from the mirror at the recorded commit");
+    assert!(std::fs::symlink_metadata(again.path.join(".git")).unwrap().is_file());
 }
