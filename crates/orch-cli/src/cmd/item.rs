@@ -235,7 +235,12 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
 
 fn list(config_path: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
     let status = a.status.as_deref().map(str::parse::<ItemStatus>).transpose()?;
-    let filter = ItemFilter { repo: a.repo.clone(), stage: a.stage.as_deref().map(StageName::new), status };
+    let filter = ItemFilter {
+        repo: a.repo.clone(),
+        stage: a.stage.as_deref().map(StageName::new),
+        status,
+        ..ItemFilter::default()
+    };
     let page = Page { offset: a.offset, limit: a.limit };
     context::with_store(config_path, |_config, store| async move {
         let items = store.list_items(&filter, page).await?;
