@@ -140,6 +140,15 @@ pub async fn tail(path: &Path, max: u64) -> String {
     }
 }
 
+/// The last `max` bytes of an agent-writable file, raw, or why it cannot be read
+/// safely (the API reports that, where [`tail`] only logs it).
+///
+/// # Errors
+/// A [`ReadError`] naming the path and what was wrong with it.
+pub async fn try_tail(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    off_runtime(path, move |p| tail_blocking(&p, max)).await
+}
+
 /// Creates `path` fresh for writing: whatever is at the path (a file from an
 /// earlier run, or a FIFO or link an agent put there) is removed first, then the
 /// file is created exclusively without following links, so orch never writes

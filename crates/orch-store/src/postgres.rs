@@ -1054,13 +1054,18 @@ impl Store for PgStore {
         let rows = sqlx::query(concat!(
             item_select!(),
             "WHERE ($1::TEXT IS NULL OR i.repo = $1) AND ($2::TEXT IS NULL OR i.stage = $2) \
-             AND ($3::TEXT IS NULL OR i.status = $3) ORDER BY i.prefix, i.number LIMIT $4 OFFSET $5"
+             AND ($3::TEXT IS NULL OR i.status = $3) AND ($6::TEXT IS NULL OR i.kind = $6) \
+             AND ($7::TEXT IS NULL OR i.prefix > $7 OR (i.prefix = $7 AND i.number > $8)) \
+             ORDER BY i.prefix, i.number LIMIT $4 OFFSET $5"
         ))
         .bind(filter.repo.as_deref())
         .bind(filter.stage.as_ref().map(|s| s.as_str()))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(i64::from(page.limit))
         .bind(i64::from(page.offset))
+        .bind(filter.kind.map(|k| k.as_str()))
+        .bind(filter.after.as_ref().map(|k| k.prefix().as_str()))
+        .bind(filter.after.as_ref().map(|k| i64::try_from(k.number().get()).unwrap_or(i64::MAX)))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;

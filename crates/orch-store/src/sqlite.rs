@@ -1227,8 +1227,11 @@ impl Store for SqliteStore {
         self.read(move |w| {
             let sql = format!(
                 "{ITEM_SELECT}WHERE (?1 IS NULL OR i.repo = ?1) AND (?2 IS NULL OR i.stage = ?2) \
-                 AND (?3 IS NULL OR i.status = ?3) ORDER BY i.prefix, i.number LIMIT ?4 OFFSET ?5"
+                 AND (?3 IS NULL OR i.status = ?3) AND (?6 IS NULL OR i.kind = ?6) \
+                 AND (?7 IS NULL OR i.prefix > ?7 OR (i.prefix = ?7 AND i.number > ?8)) \
+                 ORDER BY i.prefix, i.number LIMIT ?4 OFFSET ?5"
             );
+            let after_number = filter.after.as_ref().map(|k| i64::try_from(k.number().get()).unwrap_or(i64::MAX));
             w.rows(
                 &sql,
                 params![
@@ -1236,7 +1239,10 @@ impl Store for SqliteStore {
                     filter.stage.as_ref().map(|s| s.as_str().to_owned()),
                     filter.status.map(|s| s.as_str()),
                     page.limit,
-                    page.offset
+                    page.offset,
+                    filter.kind.map(|k| k.as_str()),
+                    filter.after.as_ref().map(|k| k.prefix().as_str().to_owned()),
+                    after_number,
                 ],
                 item_from_row,
             )

@@ -183,6 +183,12 @@ pub struct ItemFilter {
     pub repo: Option<String>,
     pub stage: Option<StageName>,
     pub status: Option<ItemStatus>,
+    pub kind: Option<ItemKind>,
+    /// Keyset cursor: only items ordered after this key (prefix, then number), so
+    /// a client paging with the last key it saw neither skips nor repeats an item
+    /// when others are created meanwhile, and the query seeks instead of skipping
+    /// `offset` rows.
+    pub after: Option<ItemKey>,
 }
 
 /// Offset pagination.

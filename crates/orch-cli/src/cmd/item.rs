@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use orch_core::config::Config;
-use orch_core::{ItemKey, ItemKind, ItemState, ItemStatus, OperatorAction, StageName, TrackName};
+use orch_core::{ItemKey, ItemStatus, OperatorAction, StageName};
 use orch_engine::clock::{Clock as _, SystemClock};
+use orch_engine::ops::ItemRequest;
 use orch_store::{ItemFilter, NewItem, Page};
 
 use super::item_ops;
@@ -112,34 +113,19 @@ fn parse_key(s: &str) -> anyhow::Result<ItemKey> {
     Ok(s.parse::<ItemKey>()?)
 }
 
-/// The item to create, checked against the config before the store is touched.
+/// The item to create, checked against the config before the store is touched
+/// (the same rules as `POST /items`).
 fn new_item(config: &Config, a: &AddArgs, body: String) -> anyhow::Result<NewItem> {
-    let Some(repo) = config.repo(&a.repo) else {
-        let known: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
-        bail!("unknown repo {:?}; the config has: {}", a.repo, known.join(", "));
-    };
-    let kind: ItemKind = a.kind.parse()?;
-    let track = match &a.track {
-        Some(t) => TrackName::new(t.as_str()),
-        None => repo
-            .track_for(kind)
-            .cloned()
-            .with_context(|| format!("repo {} names no track for {kind} items; pass --track", repo.name))?,
-    };
-    let Some(first) = config.first_stage(&track) else {
-        let known: Vec<&str> = config.tracks.keys().map(TrackName::as_str).collect();
-        bail!("unknown track \"{track}\"; the config has: {}", known.join(", "));
-    };
-    if a.title.trim().is_empty() {
-        bail!("--title must not be empty");
-    }
-    Ok(NewItem {
-        repo: repo.name.clone(),
-        prefix: repo.key.clone(),
-        kind,
+    let req = ItemRequest {
+        repo: a.repo.clone(),
+        kind: a.kind.clone(),
         title: a.title.clone(),
         body,
-        state: ItemState::new(track, first.clone()),
+        track: a.track.clone(),
+    };
+    orch_engine::ops::new_item(config, &req).map_err(|e| match e.field {
+        "title" => anyhow::anyhow!("--title must not be empty"),
+        _ => anyhow::anyhow!(e.message),
     })
 }
 
@@ -235,7 +221,12 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
 
 fn list(config_path: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
     let status = a.status.as_deref().map(str::parse::<ItemStatus>).transpose()?;
-    let filter = ItemFilter { repo: a.repo.clone(), stage: a.stage.as_deref().map(StageName::new), status };
+    let filter = ItemFilter {
+        repo: a.repo.clone(),
+        stage: a.stage.as_deref().map(StageName::new),
+        status,
+        ..ItemFilter::default()
+    };
     let page = Page { offset: a.offset, limit: a.limit };
     context::with_store(config_path, |_config, store| async move {
         let items = store.list_items(&filter, page).await?;

@@ -16,15 +16,7 @@ pub(crate) fn run(config_path: &Path, key: &str, action: OperatorAction, json: b
     context::with_store(config_path, |config, store| async move {
         let t = orch_engine::ops::apply(store.as_ref(), &config, &key, action, SystemClock.now()).await?;
         if json {
-            let doc = serde_json::json!({
-                "key": key.to_string(),
-                "action": action.as_str(),
-                "track": t.next.track,
-                "stage": t.next.stage,
-                "status": t.next.status,
-                "version": t.next.version,
-                "decision": format!("{:?}", t.decision),
-            });
+            let doc = orch_server::shapes::transition(&key, action, &t);
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
             println!(

@@ -1,17 +1,14 @@
 //! `orch queue`: what `GET /queue` returns, read straight from the store: items by
 //! status and stage, jobs by status, the running jobs, and the reaper's settings.
-//! The reaper's live counters belong to a running node and are served by its API.
+//! `--json` prints the document `GET /queue` serves (one function builds both);
+//! the reaper's live counters belong to a running node and are `null` here.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use serde_json::json;
-
 use crate::context;
 
-/// An offset past this is flagged (the node logs it too): lease decisions use the
-/// store's clock, but a host this far off has a clock worth fixing.
-const CLOCK_OFFSET_BOUND_MS: i64 = 1_000;
+use orch_server::queue::CLOCK_OFFSET_BOUND_MS;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -22,34 +19,15 @@ pub(crate) struct Args {
 
 pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     context::with_store(config_path, |config, store| async move {
-        let stats = store.queue_stats().await?;
-        let nodes = store.nodes().await?;
-        let r = &config.reaper;
         if args.json {
-            let doc = json!({
-                "items_by_status": stats.items_by_status,
-                "items_by_stage": stats.items_by_stage,
-                "jobs_by_status": stats.jobs_by_status,
-                "running": stats.active_jobs,
-                // Every node that ever registered; `stopped_at` is set by a clean
-                // shutdown, `clock_offset_ms` is store clock − the node's clock.
-                "nodes": nodes.iter().map(|n| {
-                    let mut v = serde_json::to_value(n).unwrap_or_default();
-                    v["clock_offset_over_bound"] = json!(n.clock_offset_ms.abs() > CLOCK_OFFSET_BOUND_MS);
-                    v
-                }).collect::<Vec<_>>(),
-                "reaper": {
-                    "interval_s": r.interval_s,
-                    "finalize_grace_s": r.finalize_grace_s,
-                    "max_running_s": r.max_running_s,
-                    "finalizer_liveness_enabled": r.finalizer_liveness_enabled,
-                    "lease_ttl_s": r.lease_ttl_s,
-                    "heartbeat_s": r.heartbeat_s,
-                },
-            });
+            // The document `GET /queue` serves, without a node's live counters.
+            let doc = orch_server::queue::document(store.as_ref(), &config, None).await?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
         }
+        let stats = store.queue_stats().await?;
+        let nodes = store.nodes().await?;
+        let r = &config.reaper;
         println!("ITEMS BY STATUS");
         for (status, n) in &stats.items_by_status {
             println!("  {status:<18} {n}");

@@ -1,14 +1,19 @@
-//! `orch serve`: runs a node (scheduler, lease heartbeat, reaper) until SIGTERM or
-//! SIGINT, then shuts down gracefully: stop claiming, drain, kill what remains and
-//! release its leases.
+//! `orch serve`: runs a node (scheduler, lease heartbeat, reaper) and the HTTP API
+//! on `server.listen` until SIGTERM or SIGINT, then shuts down gracefully: the API
+//! stops accepting, the node stops claiming, drains, kills what remains and
+//! releases its leases.
+//!
+//! Without `ORCH_SERVER_TOKEN` the API's mutations are open, so a non-loopback
+//! `server.listen` is refused unless `--insecure-open` says the network is trusted.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use orch_engine::{Node, NodeOptions, SystemClock};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::context;
 
@@ -20,26 +25,68 @@ pub(crate) struct Args {
     /// Seconds between polls of the store when no wake-up arrives.
     #[arg(long, default_value_t = 0.25)]
     poll_s: f64,
+    /// Serve the API on a non-loopback address with no ORCH_SERVER_TOKEN (anyone
+    /// who can reach it may file and steer items).
+    #[arg(long)]
+    insecure_open: bool,
 }
+
+/// How long in-flight requests get to finish once the node has stopped.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     let config = context::load_config(config_path)?;
     let drain = Duration::try_from_secs_f64(args.drain_s).map_err(|_| anyhow::anyhow!("--drain-s must be >= 0"))?;
     let poll = Duration::try_from_secs_f64(args.poll_s).map_err(|_| anyhow::anyhow!("--poll-s must be >= 0"))?;
     context::runtime()?.block_on(async move {
+        let token = std::env::var("ORCH_SERVER_TOKEN").ok().filter(|t| !t.is_empty());
+        let listen = config.server.listen.clone();
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen.as_str())
+            .await
+            .with_context(|| format!("server.listen {listen:?} does not resolve"))?
+            .collect();
+        orch_server::check_exposure(&addrs, token.is_some(), args.insecure_open).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(addrs.as_slice())
+            .await
+            .with_context(|| format!("cannot listen on server.listen {listen}"))?;
         let store = context::open_store(&config).await?;
         let mut opts = NodeOptions::new(context::node_id(&config), config.data_dir_resolved());
         opts.drain = drain;
         opts.poll_interval = poll;
         info!(node = %opts.node_id, store = %config.store_url_resolved(), data_dir = %opts.data_dir.display(), "orch serve");
-        let node = Node::new(store, Arc::new(config), Arc::new(SystemClock), opts);
-        let token = node.shutdown_token();
+        let config = Arc::new(config);
+        let clock: Arc<dyn orch_engine::Clock> = Arc::new(SystemClock);
+        let node = Node::new(Arc::clone(&store), Arc::clone(&config), Arc::clone(&clock), opts);
+        let token_set = token.is_some();
+        let state = orch_server::AppState::new(store, config, clock).with_node(node.clone()).with_token(token);
+        let shutdown = node.shutdown_token();
+        info!(listen = %listener.local_addr()?, auth = token_set, "HTTP API listening");
+        // Cancel: stop accepting and let in-flight requests finish (bounded by
+        // HTTP_DRAIN below). Error: logged; the node keeps running without its API.
+        let server = tokio::spawn({
+            let stop = shutdown.clone();
+            async move {
+                let served = axum::serve(listener, orch_server::router(state))
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP API stopped");
+                }
+            }
+        });
+        let token = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("signal received: shutting down");
             token.cancel();
         });
-        node.run().await?;
+        let ran = node.run().await;
+        // A node that stopped on its own (a fatal error) takes its API with it.
+        shutdown.cancel();
+        if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
+            warn!("HTTP requests still open after the drain deadline: dropping them");
+        }
+        ran?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -125,6 +125,9 @@ impl Deployment {
             .env_remove("ORCH_CONFIG")
             .env("ORCH_NODE_ID", id)
             .env("ORCH_NODE_DATA_DIR", data_dir)
+            // Any free port: tests run nodes side by side, and a test that calls
+            // the API sets its own address in `env`.
+            .env("ORCH_SERVER_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log);

@@ -49,6 +49,8 @@ pub fn serve(dir: &Path, extra: &[&str], log: &str) -> Serve {
             .args(extra)
             .current_dir(dir)
             .env_remove("ORCH_CONFIG")
+            // Any free port: tests run nodes side by side.
+            .env("ORCH_SERVER_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

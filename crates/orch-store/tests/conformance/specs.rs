@@ -584,7 +584,7 @@ pub(crate) async fn queue_stats_counts(db: &TestDb) {
 }
 
 /// `list_items` orders by prefix then number (numerically), filters by repo, stage
-/// and status, and pages with offset/limit.
+/// status and kind, and pages with offset/limit or a keyset cursor (`after`).
 pub(crate) async fn list_items_filters_and_pages(db: &TestDb) {
     let store = &*db.store;
     for i in 0..11 {
@@ -613,8 +613,21 @@ pub(crate) async fn list_items_filters_and_pages(db: &TestDb) {
         repo: Some("repo-shop".into()),
         stage: Some(StageName::new("development")),
         status: Some(ItemStatus::Queued),
+        ..ItemFilter::default()
     };
     assert_eq!(store.list_items(&both, Page { offset: 0, limit: 2 }).await.unwrap().len(), 2);
+    // Kind filter and keyset cursor: numbers compare as numbers (SHOP-10 after
+    // SHOP-9), and a cursor in one prefix continues into the next.
+    let features = ItemFilter { kind: Some(orch_core::ItemKind::Feature), ..ItemFilter::default() };
+    assert!(store.list_items(&features, Page::default()).await.unwrap().is_empty());
+    let bugs = ItemFilter { kind: Some(orch_core::ItemKind::Bug), ..ItemFilter::default() };
+    assert_eq!(store.list_items(&bugs, Page::default()).await.unwrap().len(), 13);
+    let after = |k: &str| ItemFilter { after: Some(k.parse().unwrap()), ..ItemFilter::default() };
+    let next = keys(store.list_items(&after("SHOP-9"), Page::default()).await.unwrap());
+    assert_eq!(next, ["SHOP-10", "SHOP-11"]);
+    let next = keys(store.list_items(&after("API-2"), Page { offset: 0, limit: 2 }).await.unwrap());
+    assert_eq!(next, ["SHOP-1", "SHOP-2"]);
+    assert!(store.list_items(&after("SHOP-11"), Page::default()).await.unwrap().is_empty());
 }
 
 /// `set_branch` records the branch and bumps `updated_at`; an unknown key is NotFound.

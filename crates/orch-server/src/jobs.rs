@@ -1,0 +1,70 @@
+//! `/jobs/{id}` and `/jobs/{id}/log`. The log is agent-writable, so it is read
+//! through `orch_engine::untrusted`: no link followed, nothing but a regular file
+//! read, at most `MAX_LOG_BYTES`, off the runtime's threads.
+
+use std::path::Path as FsPath;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use orch_engine::untrusted::{self, ReadError};
+use orch_store::{Job, JobId};
+use serde_json::Value;
+
+use crate::{ApiError, AppState, shapes};
+
+/// The most of a log one response carries: the last bytes, when a log is longer.
+pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+
+async fn job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
+    let id: i64 = raw.parse().map_err(|_| ApiError::NotFound(format!("no job {raw}")))?;
+    state.store.get_job(JobId(id)).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+/// `GET /jobs/{id}`: the job, in the DESIGN §8 shape.
+pub(crate) async fn show(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shapes::job(&job(&state, &raw).await?)))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct LogQuery {
+    tail: Option<String>,
+}
+
+/// `GET /jobs/{id}/log[?tail=N]`: the agent's log as text; with `tail`, its last
+/// `N` bytes (at most `MAX_LOG_BYTES` either way).
+pub(crate) async fn log(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let tail = match q.tail.as_deref() {
+        None => MAX_LOG_BYTES,
+        Some(t) => t.parse::<u64>().map_err(|_| ApiError::invalid("tail", "tail must be a number of bytes"))?,
+    }
+    .min(MAX_LOG_BYTES);
+    let job = job(&state, &raw).await?;
+    let Some(path) = job.log_path.as_deref() else {
+        return Err(ApiError::NotFound(format!("job {} has no log yet (status {})", job.id, job.status)));
+    };
+    let bytes = match untrusted::try_tail(FsPath::new(path), tail).await {
+        Ok(bytes) => bytes,
+        Err(ReadError::Missing { .. }) => {
+            return Err(ApiError::NotFound(format!("job {}'s log has not been written yet", job.id)));
+        }
+        Err(e @ (ReadError::Link { .. } | ReadError::NotRegular { .. })) => {
+            // The agent replaced its log with something orch will not read: the
+            // job's state, not the client's mistake nor a server fault.
+            return Err(ApiError::Conflict(format!("job {}'s log cannot be read safely: {e}", job.id)));
+        }
+        Err(e @ ReadError::TimedOut { .. }) => return Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    // A tail may start inside a multi-byte character: decode lossily so the
+    // response is always valid UTF-8 text.
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
