@@ -344,3 +344,40 @@ fn a_node_with_a_clock_25_s_ahead_takes_nothing_over() {
     assert!(terminate(&mut honest).success());
     dep.assert_audit_clean();
 }
+
+/// `orch logs` reads a file the agent can replace: a FIFO planted there gets a
+/// clear error at once instead of a reader that blocks for ever.
+#[test]
+fn orch_logs_refuses_a_planted_fifo_instead_of_hanging() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("logs");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    assert!(terminate(&mut node).success());
+    let log = dep.path().join("data-a/logs/job-1.log");
+    std::fs::remove_file(&log).unwrap();
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut child = Command::new(ORCH)
+        .args(["logs", "1"])
+        .current_dir(dep.path())
+        .env_remove("ORCH_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("orch logs hung on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("not a regular file (it is a FIFO)"), "{err}");
+}

@@ -44,8 +44,13 @@ pub enum ReadError {
 }
 
 /// Opens `path` for reading without following a final link or blocking, and
-/// insists on a regular file.
-fn open_regular(path: &Path) -> Result<(File, u64), ReadError> {
+/// insists on a regular file; returns it with its size. The open itself never
+/// blocks; reads of a regular file do not either, so a caller outside the async
+/// runtime (the CLI) may use it directly.
+///
+/// # Errors
+/// A [`ReadError`] naming the path and what was wrong with it.
+pub fn open_regular(path: &Path) -> Result<(File, u64), ReadError> {
     let name = || path.display().to_string();
     let file = OpenOptions::new()
         .read(true)

@@ -47,8 +47,14 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Copies the file from `offset` to `out` in bounded chunks; returns the new offset.
+/// The log sits where the agent can reach it: it is opened as hostile input (no
+/// link followed, no FIFO or device opened), so a planted FIFO cannot hang `orch logs`.
 fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> anyhow::Result<u64> {
-    let Ok(mut f) = std::fs::File::open(path) else { return Ok(offset) };
+    let mut f = match orch_engine::untrusted::open_regular(path) {
+        Ok((f, _)) => f,
+        Err(orch_engine::untrusted::ReadError::Missing { .. }) => return Ok(offset),
+        Err(e) => anyhow::bail!("cannot show the log: {e}"),
+    };
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut pos = offset;
