@@ -36,6 +36,8 @@ fn fifo_verdict_fails_its_job_while_another_item_completes_and_sigterm_stops_the
         })
     });
     assert!(terminate(&mut node).success(), "serve exits 0 on SIGTERM: {}", dep.log("serve.log"));
+    let log = dep.log("serve.log");
+    assert!(log.contains("job.claimed") && !log.contains('\u{1b}'), "plain text, no colour codes, in a file: {log}");
     dep.assert_audit_clean();
 }
 
