@@ -304,6 +304,17 @@ fn edges(
             }
         }
 
+        if let Some(a) = e.approval.as_ref().filter(|a| a.value)
+            && target == EdgeTarget::Done
+        {
+            let msg = format!(
+                "approval on `{from} -> done` is not supported: the item's pull request merges into main when \
+                 its last stage passes, and `orch item approve` runs without a node, so approving there would \
+                 finish the item unmerged; expected the approval on the edge into the last stage (e.g. \
+                 `deploy-staging -> deploy`)"
+            );
+            sink.error(&a.origin, format!("{path}.approval"), msg);
+        }
         let config = EdgeConfig {
             from: StageName::new(from),
             to: target,
