@@ -223,9 +223,10 @@ pub(crate) async fn after_run(
         return Err(AfterRun::Contained(format!("{why}; the branch was restored to {}", short(&tree.base))));
     }
     let infra = |e: orch_vcs::Error| AfterRun::Infra(format!("{INFRA}{e}"));
-    // This very job pushed before (a record that failed after a push): the
-    // commit is on the remote; record it rather than commit again.
-    repo.fetch().await.map_err(infra)?;
+    // This very job pushed before (a record that failed after a push; a job
+    // released at shutdown runs again under its id): the commit is on the
+    // remote, already fetched by `prepare` at the start of this run; record it
+    // rather than commit again.
     let branch = tree.wt.branch.clone();
     let existing = repo.find_job_commit(&branch, job.id.0, tree.recorded.as_deref()).await.map_err(infra)?;
     let (sha, committed) = match existing {
