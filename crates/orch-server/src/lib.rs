@@ -22,6 +22,7 @@
 //!   followed, bounded, off the runtime's threads).
 
 mod auth;
+mod dashboard;
 mod error;
 mod health;
 mod items;
@@ -41,6 +42,7 @@ use orch_store::Store;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::check_exposure;
+pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use error::ApiError;
 pub use jobs::MAX_LOG_BYTES;
 
@@ -105,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         // Outermost: whatever a layer below answers on its own (405 from the
         // router, 413 from the body limit) leaves as JSON too.
         .layer(axum::middleware::map_response(error::json_errors))
+        // The dashboard's pages, outside the JSON error layer: they answer HTML.
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
