@@ -1,0 +1,203 @@
+//! The dashboard's pages through the real router (no socket, no browser), on
+//! SQLite and PostgreSQL: hostile text from items and agents is escaped, every
+//! page carries the strict Content-Security-Policy, bad filters are a 400 page
+//! naming the filter, and the log page shows agent output as inert text. The
+//! browser-level behaviour is `crates/orch-cli/tests/dashboard.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use orch_core::Timestamp;
+use orch_engine::{Clock, ManualClock};
+use orch_server::{AppState, CONTENT_SECURITY_POLICY, router};
+use orch_store::{ExitInfo, RunInfo, Store};
+use orch_test_support::{FAST_REAPER, PgDatabase, config_text};
+use serde_json::json;
+use tower::ServiceExt as _;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const HOSTILE: &str = r#"<script>window.__xss=1</script><img src=x onerror="alert(1)"> & 'q'"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    app: Router,
+    _pg: Option<PgDatabase>,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text("", FAST_REAPER);
+        let path = dir.path().join("orch.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let (url, pg) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
+            Backend::Postgres => {
+                let db = PgDatabase::create("orch_dash");
+                (db.url().to_owned(), Some(db))
+            }
+        };
+        let store = orch_store::open(&url).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
+        let app = router(AppState::new(Arc::clone(&store), Arc::new(config), Arc::clone(&clock)));
+        Self { dir, store, clock, app, _pg: pg }
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let res = self.app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A page: asserts the status, that it is HTML, and that it carries the CSP.
+    async fn page(&self, uri: &str, status: StatusCode) -> String {
+        let (s, h, body) = self.get(uri).await;
+        assert_eq!(s, status, "{uri}: {body}");
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{uri} is HTML");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY, "{uri} carries the CSP");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        body
+    }
+
+    async fn add(&self, title: &str) -> String {
+        let req = Request::post("/items")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"repo": "shop", "kind": "bug", "title": title}).to_string()))
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["key"].as_str().unwrap().to_owned()
+    }
+}
+
+/// No raw markup of the hostile title survives, and its escaped form is there.
+fn assert_escaped(page: &str) {
+    assert!(!page.contains("<script>window.__xss"), "raw script in the page");
+    assert!(!page.contains("<img src=x"), "raw img in the page");
+    assert!(page.contains("&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"));
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    pages_escape_hostile_titles_and_carry_the_csp,
+    board_filters_refuse_unknown_values_naming_the_filter,
+    job_page_shows_agent_output_as_inert_text,
+    assets_are_embedded_with_their_types,
+);
+
+/// Precondition: an item whose title is markup. The board, its item page and the
+/// health page show it escaped, each with the CSP; the card sits in its stage's
+/// column with its status.
+async fn pages_escape_hostile_titles_and_carry_the_csp(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let key = f.add(HOSTILE).await;
+    let board = f.page("/", StatusCode::OK).await;
+    assert_escaped(&board);
+    assert!(board.contains("data-stage=\"development\""));
+    assert!(board.contains(&format!("data-key=\"{key}\" data-status=\"queued\"")), "{board}");
+    assert!(board.contains("id=\"done-count\" data-count=\"0\""));
+    let item = f.page(&format!("/ui/items/{key}"), StatusCode::OK).await;
+    assert_escaped(&item);
+    assert!(item.contains("data-action=\"retry\"") && item.contains("data-live=\"item="));
+    assert!(item.contains("data-kind=\"item.created\""), "the timeline has the creation");
+    let health = f.page("/ui/health", StatusCode::OK).await;
+    assert!(health.contains("id=\"reaper\"") && health.contains("id=\"chart-throughput\""));
+    let missing = f.page("/ui/items/SHOP-999", StatusCode::NOT_FOUND).await;
+    assert!(missing.contains("no item SHOP-999"));
+    f.page("/ui/items/%3Cscript%3E", StatusCode::NOT_FOUND).await;
+    // The JSON API is unchanged beside the pages.
+    let (s, h, _) = f.get(&format!("/items/{key}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
+}
+
+/// Precondition: items of one repo. A filter value the config or the model does
+/// not know is a 400 page that names the filter; a known one narrows the board.
+async fn board_filters_refuse_unknown_values_naming_the_filter(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let key = f.add("Cart loses items").await;
+    let bad = f.page("/?status=%3Cb%3Enope", StatusCode::BAD_REQUEST).await;
+    assert!(bad.contains("filter status") && bad.contains("&lt;b&gt;nope"), "{bad}");
+    assert!(f.page("/?repo=elsewhere", StatusCode::BAD_REQUEST).await.contains("filter repo: no repo elsewhere"));
+    assert!(f.page("/?kind=epic", StatusCode::BAD_REQUEST).await.contains("filter kind"));
+    assert!(
+        f.page("/?status=queued&repo=shop&kind=bug", StatusCode::OK).await.contains(&format!("data-key=\"{key}\""))
+    );
+    assert!(!f.page("/?status=blocked", StatusCode::OK).await.contains(&format!("data-key=\"{key}\"")));
+    // Empty values (the form's "any") are no filter.
+    assert!(f.page("/?status=&repo=&kind=", StatusCode::OK).await.contains(&format!("data-key=\"{key}\"")));
+}
+
+/// Precondition: a job whose agent wrote colour codes and markup into its log.
+/// While it runs the page follows the log over SSE; once it finished the page
+/// shows the log stripped of control sequences and escaped.
+async fn job_page_shows_agent_output_as_inert_text(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.add("Logs").await;
+    let now = f.clock.now();
+    let claimed = f.store.claim_jobs("n", 1, now, Duration::from_secs(30)).await.unwrap();
+    let job = &claimed[0];
+    let log = f.dir.path().join("job.log");
+    std::fs::write(&log, "\u{1b}[1;31mred\u{1b}[0m <script>window.__xss=2</script>\n").unwrap();
+    let run = RunInfo { pid: 1, pgid: 1, proc_start: None, log_path: log.display().to_string() };
+    f.store.record_started(job.id, job.epoch, run, now).await.unwrap();
+    let running = f.page(&format!("/ui/jobs/{}", job.id), StatusCode::OK).await;
+    assert!(running.contains(&format!("data-follow=\"/jobs/{}/log?follow=1\"", job.id)), "{running}");
+    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: None };
+    f.store.record_finished(job.id, job.epoch, exit, now).await.unwrap();
+    // Finishing is still followed; a job that ended is shown whole. Cancel the
+    // item to end the job without a finalizer.
+    let req = Request::post("/items/SHOP-1/cancel").body(Body::empty()).unwrap();
+    assert_eq!(f.app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+    let ended = f.page(&format!("/ui/jobs/{}", job.id), StatusCode::OK).await;
+    assert!(!ended.contains("data-follow"), "{ended}");
+    assert!(ended.contains("red &lt;script&gt;window.__xss=2&lt;/script&gt;"), "{ended}");
+    assert!(!ended.contains('\u{1b}'));
+    f.page("/ui/jobs/99999", StatusCode::NOT_FOUND).await;
+    f.page("/ui/jobs/x", StatusCode::NOT_FOUND).await;
+}
+
+/// Precondition: none. The script, stylesheet and icon come from the binary with
+/// their content types; an unknown asset is a 404.
+async fn assets_are_embedded_with_their_types(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    for (path, kind, needle) in [
+        ("/ui/assets/dash.js", "text/javascript", "EventSource"),
+        ("/ui/assets/dash.css", "text/css", "prefers-color-scheme: dark"),
+        ("/ui/assets/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let (s, h, body) = f.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{path}");
+        assert!(body.contains(needle), "{path}");
+    }
+    f.page("/ui/assets/..%2F..%2Fetc%2Fpasswd", StatusCode::NOT_FOUND).await;
+    f.page("/ui/assets/nope.js", StatusCode::NOT_FOUND).await;
+}
