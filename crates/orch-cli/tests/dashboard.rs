@@ -22,7 +22,8 @@ const PLAYWRIGHT_VERSION: &str = "1.65.1";
 
 /// The scripted agent every role runs: it logs a coloured line and a line of
 /// markup, blocks an item whose prompt asks for a human (until the scenario
-/// writes `unblock/KEY`), and otherwise waits for `go/KEY-STAGE`.
+/// writes `unblock/KEY`), and otherwise waits for `go/KEY-STAGE`, then changes a
+/// file in its worktree (so there is a commit and a pull request) and passes.
 fn agent(dir: &Path) -> String {
     let d = dir.display();
     format!(
@@ -35,6 +36,7 @@ if grep -q needs-a-human "$ORCH_PROMPT_FILE" && [ ! -f "{d}/unblock/$ORCH_ITEM" 
   exit 0
 fi
 while [ ! -f "{d}/go/$ORCH_ITEM-$ORCH_STAGE" ]; do sleep 0.05; done
+echo "$ORCH_STAGE done" >> "notes-$ORCH_ITEM.txt"
 echo released
 printf '{{"verdict":"pass","summary":"ok"}}' > "$ORCH_VERDICT_FILE""#
     )

@@ -15,9 +15,16 @@ t.scenario("board", async () => {
   await page.evaluate(() => { window.__noReload = "still here"; });
 
   // Two items that stay in development make the board (and its screenshot) busier.
-  const others = [await t.addItem("Checkout total ignores the discount code"), await t.addItem("Search returns archived products")];
+  const others = [
+    await t.addItem("Checkout total ignores the discount code"),
+    await t.addItem("Search returns archived products"),
+  ];
+  // The agent blocks an item whose prompt asks for a human: it stands out.
+  const blocked = await t.addItem("VAT rounding differs between cart and invoice", null, "needs-a-human");
   const key = await t.addItem("Add a retry button to failed payments");
   for (const k of others) await t.card(page, "development", k).waitFor();
+  await t.card(page, "development", blocked, "blocked").waitFor();
+  await page.locator(`.card[data-key="${blocked}"] .gate, .card[data-key="${blocked}"] .meta`).first().waitFor();
 
   for (const [i, stage] of STAGES.entries()) {
     await t.card(page, stage, key, "running").waitFor();

@@ -71,8 +71,8 @@ async function api(method, route, body, token) {
   return { status: r.status, json, text };
 }
 
-async function addItem(title, token) {
-  const r = await api("POST", "/items", { repo: "shop", kind: "bug", title }, token);
+async function addItem(title, token, body) {
+  const r = await api("POST", "/items", { repo: "shop", kind: "bug", title, body: body || "" }, token);
   check(r.status === 201, `POST /items answers 201, got ${r.status} ${r.text}`);
   return r.json.key;
 }

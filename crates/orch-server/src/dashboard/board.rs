@@ -45,6 +45,8 @@ struct CardFacts {
     since: Timestamp,
     /// The last gate that ran: (gate, passed, reason).
     last_gate: Option<(String, bool, Option<String>)>,
+    /// Why a blocked item is blocked (its last `item.blocked` event's reason).
+    blocked_why: Option<String>,
 }
 
 fn card_facts(item: &Item, events: &[Event]) -> CardFacts {
@@ -67,7 +69,10 @@ fn card_facts(item: &Item, events: &[Event]) -> CardFacts {
         )),
         _ => None,
     });
-    CardFacts { since, last_gate }
+    let blocked_why = (item.status == ItemStatus::Blocked)
+        .then(|| events.iter().rev().find(|e| e.kind == EventKind::ItemBlocked.as_str()).and_then(|e| e.reason.clone()))
+        .flatten();
+    CardFacts { since, last_gate, blocked_why }
 }
 
 /// Every item matching `filter` with one of `statuses`, at most `max`, in key order.
@@ -166,14 +171,8 @@ pub(crate) async fn page(
             "<p class=\"note\">Showing the first {CARDS_MAX} items; narrow the filters to see the rest.</p>"
         );
     }
+    let mut empty_tracks = Vec::new();
     for (track, cfg) in &state.config.tracks {
-        let in_track = cards.keys().filter(|(t, _)| t == track.as_str()).count();
-        let _ = write!(
-            body,
-            "<section class=\"track\" aria-labelledby=\"track-{t}\"><h2 id=\"track-{t}\">Track {t}</h2>\
-             <div class=\"columns\">",
-            t = esc(track.as_str())
-        );
         let mut stages: Vec<String> = cfg.stages.iter().map(ToString::to_string).collect();
         // A stage the config no longer lists still shows the items in it.
         for (t, s) in cards.keys() {
@@ -181,6 +180,21 @@ pub(crate) async fn page(
                 stages.push(s.clone());
             }
         }
+        if !cards.keys().any(|(t, _)| t == track.as_str()) {
+            // A track with nothing open is one line, not a row of empty columns.
+            empty_tracks.push(format!(
+                "<li data-track=\"{t}\"><strong>{t}</strong>: {}</li>",
+                stages.iter().map(|s| esc(s)).collect::<Vec<_>>().join(" → "),
+                t = esc(track.as_str())
+            ));
+            continue;
+        }
+        let _ = write!(
+            body,
+            "<section class=\"track\" aria-labelledby=\"track-{t}\"><h2 id=\"track-{t}\">Track {t}</h2>\
+             <div class=\"columns\">",
+            t = esc(track.as_str())
+        );
         for stage in &stages {
             let list = cards.get(&(track.to_string(), stage.clone()));
             let n = list.map_or(0, Vec::len);
@@ -196,10 +210,15 @@ pub(crate) async fn page(
             }
             body.push_str("</div></section>");
         }
-        if in_track == 0 {
-            body.push_str("<p class=\"empty\">No open items on this track.</p>");
-        }
         body.push_str("</div></section>");
+    }
+    if !empty_tracks.is_empty() {
+        let _ = write!(
+            body,
+            "<section class=\"idle-tracks\" aria-labelledby=\"idle-h\"><h2 id=\"idle-h\">Tracks with nothing open</h2>\
+             <ul>{}</ul></section>",
+            empty_tracks.concat()
+        );
     }
     Ok(Html(html::page("Board", Nav::Board, Some(""), Some(now), &body)))
 }
@@ -242,6 +261,9 @@ fn card(item: &Item, facts: &CardFacts, now: Timestamp) -> String {
             esc(reason.as_deref().unwrap_or("")),
             esc(gate)
         );
+    }
+    if let Some(why) = &facts.blocked_why {
+        let _ = write!(out, "<p class=\"why\">{}</p>", html::log_text(why));
     }
     out.push_str("</article>");
     out

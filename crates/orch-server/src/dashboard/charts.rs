@@ -80,7 +80,12 @@ pub(crate) fn stage_durations(runs: &[(String, Duration)], order: &[String]) -> 
         e.0 += *d;
         e.1 += 1;
     }
-    let mut stages: Vec<&str> = order.iter().map(String::as_str).filter(|s| sums.contains_key(s)).collect();
+    let mut stages: Vec<&str> = Vec::new();
+    for s in order.iter().map(String::as_str).filter(|s| sums.contains_key(s)) {
+        if !stages.contains(&s) {
+            stages.push(s);
+        }
+    }
     for s in sums.keys() {
         if !stages.contains(s) {
             stages.push(s);
@@ -190,7 +195,7 @@ mod tests {
                 ("development".into(), Duration::from_secs(4)),
                 ("testing".into(), Duration::from_secs(4)),
             ],
-            &["development".into(), "testing".into()],
+            &["development".into(), "testing".into(), "development".into()],
         );
         assert_eq!(bars.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["development", "testing"]);
         assert_eq!(bars[1].value, 3.0);

@@ -119,8 +119,12 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Html<String>, 
             runs.push((s, d));
         }
     }
-    let order: Vec<String> =
-        state.config.tracks.values().flat_map(|t| t.stages.iter().map(ToString::to_string)).collect();
+    let mut order: Vec<String> = Vec::new();
+    for stage in state.config.tracks.values().flat_map(|t| t.stages.iter()) {
+        if !order.iter().any(|s| s == stage.as_str()) {
+            order.push(stage.to_string());
+        }
+    }
     let durations = charts::stage_durations(&runs, &order);
     if durations.is_empty() {
         body.push_str("<p class=\"empty\" id=\"chart-durations\">No job ran in the last hour.</p>");

@@ -75,9 +75,12 @@ pub(crate) fn log_text(s: &str) -> String {
     esc(&strip_ansi(s))
 }
 
-/// A short human duration: `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+/// A short human duration: `350ms`, `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
 pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
+    if s == 0 && !d.is_zero() {
+        return format!("{}ms", d.as_millis());
+    }
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m {}s", s / 60, s % 60),
@@ -152,6 +155,8 @@ mod tests {
 
     #[test]
     fn durations_read_short() {
+        assert_eq!(duration(Duration::ZERO), "0s");
+        assert_eq!(duration(Duration::from_millis(350)), "350ms");
         assert_eq!(duration(Duration::from_secs(45)), "45s");
         assert_eq!(duration(Duration::from_secs(725)), "12m 5s");
         assert_eq!(duration(Duration::from_secs(12_000)), "3h 20m");
