@@ -1,5 +1,6 @@
 //! orch's HTTP API (DESIGN §8): `GET /queue` with the reaper block, items and
-//! their operator actions, jobs and their logs, health and readiness.
+//! their operator actions, jobs and their logs, health and readiness; and the
+//! dashboard (`/`, `/ui/…`; the `dashboard` module, docs/DASHBOARD.md).
 //!
 //! [`router`] builds the whole API from an [`AppState`], so tests drive it with
 //! `tower::ServiceExt::oneshot` and no socket; `orch serve` binds it on

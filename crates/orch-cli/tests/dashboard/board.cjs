@@ -29,9 +29,10 @@ t.scenario("board", async () => {
   for (const [i, stage] of STAGES.entries()) {
     await t.card(page, stage, key, "running").waitFor();
     if (i === 0) {
-      await t.shot(page, "board.png");
       await followLog(b, key);
     } else {
+      // Mid-pipeline, beside the items still in development: the README's picture.
+      if (i === 1) await t.shot(page, "board.png");
       t.release(key, stage);
     }
     if (i + 1 < STAGES.length) await t.card(page, STAGES[i + 1], key).waitFor();
