@@ -200,4 +200,5 @@ async fn assets_are_embedded_with_their_types(backend: Backend) {
     }
     f.page("/ui/assets/..%2F..%2Fetc%2Fpasswd", StatusCode::NOT_FOUND).await;
     f.page("/ui/assets/nope.js", StatusCode::NOT_FOUND).await;
+    assert!(f.page("/ui/nope/deeper", StatusCode::NOT_FOUND).await.contains("no page /ui/nope/deeper"));
 }

@@ -41,7 +41,9 @@ t.scenario("item", async () => {
   await page.locator("#action-result", { hasText: "Token kept" }).waitFor();
   await page.locator('button[data-action="approve"]').click();
   await page.locator("#action-result", { hasText: "Refused (409)" }).waitFor();
-  await page.locator('button[data-action="retry"]').click();
+  // From the keyboard: focus the button and press Enter.
+  await page.locator('button[data-action="retry"]').focus();
+  await page.keyboard.press("Enter");
   await page.locator("#action-result.good", { hasText: "retry: now" }).waitFor();
   await page.locator('#item-status[data-status="running"]').waitFor();
   await page.locator('.timeline li[data-kind="item.retried"]').waitFor();
@@ -55,6 +57,15 @@ t.scenario("item", async () => {
   t.check((await hp.evaluate(() => window.__xss)) === undefined, "the hostile title did not run on its page");
   const csp = (await hp.request.get(`${t.BASE}/ui/items/${xss}`)).headers()["content-security-policy"] || "";
   t.check(csp.includes("script-src 'self'") && !csp.includes("unsafe-inline"), `a strict CSP: ${csp}`);
+
+  // Dark and light follow the system's preference.
+  await hp.emulateMedia({ colorScheme: "dark" });
+  const dark = await hp.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await hp.emulateMedia({ colorScheme: "light" });
+  const light = await hp.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  t.check(dark === "rgb(15, 18, 22)" && light === "rgb(246, 247, 249)", `dark ${dark} and light ${light} backgrounds`);
+  const missing = await hp.goto(`${t.BASE}/ui/nope`);
+  t.check(missing.status() === 404 && (await hp.locator("p.error").textContent()).includes("no page /ui/nope"), "an unknown page is a 404 page");
 
   // At phone width the board is one column and still lists the items.
   const phone = await b.context.newPage();

@@ -44,7 +44,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/jobs/{id}", get(job::page))
         .route("/ui/health", get(health::page))
         .route("/ui/assets/{name}", get(assets::asset))
+        // Any other /ui/ path is a page that does not exist: say so as a page.
+        .route("/ui/{*rest}", get(no_page))
         .layer(axum::middleware::map_response(secure))
+}
+
+async fn no_page(uri: axum::http::Uri) -> PageError {
+    PageError::not_found(format!("no page {}", uri.path()))
 }
 
 /// Adds the Content-Security-Policy and its companions to every response.

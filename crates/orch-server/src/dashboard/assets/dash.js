@@ -27,9 +27,14 @@
 
   // ---- live refresh -------------------------------------------------------
 
+  // Refreshes are coalesced and at least MIN_GAP_MS apart, so a burst of events
+  // costs the server one render, not one per event.
+  var MIN_GAP_MS = 400;
+  var lastRefresh = 0;
   function scheduleRefresh(delay) {
     if (refreshTimer) return;
-    refreshTimer = setTimeout(function () { refreshTimer = null; refresh(); }, delay);
+    var wait = Math.max(delay, lastRefresh + MIN_GAP_MS - Date.now());
+    refreshTimer = setTimeout(function () { refreshTimer = null; refresh(); }, wait);
   }
 
   function typing() {
@@ -40,6 +45,7 @@
   function refresh() {
     if (refreshing || typing()) { refreshPending = true; return; }
     refreshing = true;
+    lastRefresh = Date.now();
     fetch(location.href, { cache: "no-store", headers: { "Accept": "text/html" } })
       .then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
@@ -191,7 +197,8 @@
       })
       .then(function (x) {
         if (x.r.ok) {
-          say(action + ": now " + x.body.status.replace("_", " ") + " in " + x.body.stage + " (track " + x.body.track + ")", true);
+          var b = x.body || {};
+          say(action + ": now " + String(b.status || "?").replace("_", " ") + " in " + b.stage + " (track " + b.track + ")", true);
           scheduleRefresh(0);
         } else if (x.r.status === 401) {
           say("Refused: this server needs a token. Enter it under \"API token\" and try again.", false);
