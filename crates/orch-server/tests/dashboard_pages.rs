@@ -164,6 +164,10 @@ async fn job_page_shows_agent_output_as_inert_text(backend: Backend) {
     let now = f.clock.now();
     let claimed = f.store.claim_jobs("n", 1, now, Duration::from_secs(30)).await.unwrap();
     let job = &claimed[0];
+    // Claimed, its agent not started: no log to follow yet, the page waits for it.
+    let claimed_page = f.page(&format!("/ui/jobs/{}", job.id), StatusCode::OK).await;
+    assert!(claimed_page.contains("Not started yet") && claimed_page.contains("data-live=\"item=SHOP-1\""));
+    assert!(!claimed_page.contains("data-follow"));
     let log = f.dir.path().join("job.log");
     std::fs::write(&log, "\u{1b}[1;31mred\u{1b}[0m <script>window.__xss=2</script>\n").unwrap();
     let run = RunInfo { pid: 1, pgid: 1, proc_start: None, log_path: log.display().to_string() };

@@ -45,11 +45,11 @@ pub(crate) async fn page(State(state): State<AppState>, Path(raw): Path<String>)
     }
     let live_item = format!("item={}", job.item);
     let running = matches!(job.status, JobStatus::Running | JobStatus::Finishing);
-    let live = match job.status {
-        // Not started: refresh with the item's events until it has a log to follow.
-        JobStatus::Queued => Some(live_item.as_str()),
-        _ => None,
-    };
+    // A job with a log to follow is followed; one that has none yet (queued, or
+    // claimed but its agent not started) refreshes with its item's events until
+    // it has.
+    let waiting = job.status == JobStatus::Queued || (running && job.log_path.is_none());
+    let live = waiting.then_some(live_item.as_str());
     if running && job.log_path.is_some() {
         let _ = write!(
             body,
@@ -57,8 +57,8 @@ pub(crate) async fn page(State(state): State<AppState>, Path(raw): Path<String>)
              following</span></h2><pre class=\"log\" id=\"log\" tabindex=\"0\" aria-labelledby=\"log-h\" \
              data-follow=\"/jobs/{id}/log?follow=1\"></pre>"
         );
-    } else if job.status == JobStatus::Queued {
-        body.push_str("<p class=\"hint\">Queued: the log appears when the job starts.</p>");
+    } else if waiting {
+        body.push_str("<p class=\"hint\">Not started yet: the log appears when the agent starts.</p>");
     } else {
         body.push_str("<h2 id=\"log-h\">Log</h2>");
         match job.log_path.as_deref() {
