@@ -81,9 +81,8 @@ fn links(out: &mut String, item: &Item) {
     if let Some(pr) = &item.pr {
         let _ = write!(
             out,
-            " · Pull request <a href=\"{u}\" rel=\"noreferrer\">#{n}</a> <span class=\"badge pr-{st}\">{st}</span>",
-            u = esc(&safe_url(&pr.url)),
-            n = pr.number,
+            " · Pull request {} <span class=\"badge pr-{st}\">{st}</span>",
+            pr_ref(&pr.url, &pr.number.to_string()),
             st = esc(&pr.state),
         );
         if let Some(m) = &pr.merge_sha {
@@ -93,17 +92,15 @@ fn links(out: &mut String, item: &Item) {
     out.push_str("</p>");
 }
 
-/// A link target only if it is http(s) or a path: a `javascript:` URL in a
-/// forge's answer must not become a link.
-fn safe_url(url: &str) -> String {
+/// A pull request as a link when its URL is http(s) — a `javascript:` URL in a
+/// forge's answer must never become a link — and otherwise as its number and
+/// URL in text (the local forge's `local://repo/pulls/KEY` has no web page).
+fn pr_ref(url: &str, number: &str) -> String {
     let lower = url.trim_start().to_ascii_lowercase();
-    if lower.starts_with("https://")
-        || lower.starts_with("http://")
-        || (lower.starts_with('/') && !lower.starts_with("//"))
-    {
-        url.to_owned()
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        format!("<a href=\"{}\" rel=\"noreferrer\">#{}</a>", esc(url), esc(number))
     } else {
-        "#".to_owned()
+        format!("#{} <code>{}</code>", esc(number), esc(url))
     }
 }
 
@@ -264,7 +261,7 @@ async fn timeline_entry(out: &mut String, e: &Event, layout: &Layout) {
         Some(EventKind::PrOpened | EventKind::PrMerged) => {
             if let Some(url) = data_str(e, "url") {
                 let n = e.data.get("number").map(plain).unwrap_or_default();
-                let _ = write!(out, " <a href=\"{}\" rel=\"noreferrer\">PR #{}</a>", esc(&safe_url(url)), esc(&n));
+                let _ = write!(out, " PR {}", pr_ref(url, &n));
             }
             for field in ["merge_sha", "head_sha", "sha"] {
                 if let Some(sha) = data_str(e, field) {
@@ -306,5 +303,18 @@ async fn gate_tail(out: &mut String, layout: &Layout, job: JobId, epoch: i64, ga
         Err(e) => {
             let _ = write!(out, "<p class=\"hint\">output cannot be shown: {}</p>", esc(&e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_pull_request_urls_become_links() {
+        assert_eq!(pr_ref("https://forge/pr/3", "3"), "<a href=\"https://forge/pr/3\" rel=\"noreferrer\">#3</a>");
+        assert_eq!(pr_ref("local://shop/pulls/SHOP-3", "3"), "#3 <code>local://shop/pulls/SHOP-3</code>");
+        let evil = pr_ref("javascript:alert(1)//\"<x>", "3");
+        assert!(!evil.contains("href") && evil.contains("&lt;x&gt;") && evil.contains("&quot;"), "{evil}");
     }
 }
