@@ -24,6 +24,8 @@ const PLAYWRIGHT_VERSION: &str = "1.65.1";
 /// markup, blocks an item whose prompt asks for a human (until the scenario
 /// writes `unblock/KEY`), and otherwise waits for `go/KEY-STAGE`, then changes a
 /// file in its worktree (so there is a commit and a pull request) and passes.
+/// An item whose prompt says `swap-my-log` first replaces its own log with a
+/// link to a secret once the scenario writes `go/KEY-swap`.
 fn agent(dir: &Path) -> String {
     let d = dir.display();
     format!(
@@ -31,6 +33,12 @@ fn agent(dir: &Path) -> String {
 printf '\033[1;32mcoloured line\033[0m\n'
 echo '<script>window.__xss=3</script>'
 echo $$ >> "{d}/pids/agents"
+if grep -q swap-my-log "$ORCH_PROMPT_FILE"; then
+  echo "before the swap"
+  while [ ! -f "{d}/go/$ORCH_ITEM-swap" ]; do sleep 0.05; done
+  log=$(readlink /proc/$$/fd/1)
+  rm -f "$log" && ln -s "{d}/secret.txt" "$log"
+fi
 if grep -q needs-a-human "$ORCH_PROMPT_FILE" && [ ! -f "{d}/unblock/$ORCH_ITEM" ]; then
   printf '{{"verdict":"blocked","summary":"needs a human: which rounding rule applies?"}}' > "$ORCH_VERDICT_FILE"
   exit 0
@@ -47,6 +55,7 @@ fn deployment() -> Deployment {
     for dir in ["go", "unblock"] {
         std::fs::create_dir_all(d.path().join(dir)).unwrap();
     }
+    std::fs::write(d.path().join("secret.txt"), "TOP-SECRET-42\n").unwrap();
     // The scenarios hold agents for as long as they watch them: give them longer
     // than the deployment's default 30 s (within FAST's max_running_s).
     let config = d.path().join("orch.toml");

@@ -67,6 +67,20 @@ t.scenario("item", async () => {
   const missing = await hp.goto(`${t.BASE}/ui/nope`);
   t.check(missing.status() === 404 && (await hp.locator("p.error").textContent()).includes("no page /ui/nope"), "an unknown page is a 404 page");
 
+  // An agent that swaps its log for a link to a secret while it is followed:
+  // the follow stops and says why, and the secret never reaches the page.
+  const swap = await t.addItem("Log swapper", TOKEN, "swap-my-log");
+  const lp = await b.context.newPage();
+  await lp.goto(`${t.BASE}/ui/items/${swap}`);
+  const jobLink = lp.locator('table.jobs tbody tr[data-status="running"] a');
+  await jobLink.waitFor();
+  await lp.goto(t.BASE + (await jobLink.first().getAttribute("href")));
+  await lp.locator("#log[data-follow]", { hasText: "before the swap" }).waitFor();
+  t.release(swap, "swap");
+  await lp.locator("#follow-state", { hasText: "stopped:" }).waitFor();
+  t.check(!(await lp.locator("#live").textContent()).includes("TOP-SECRET"), "the linked secret is not shown");
+  t.release(swap, "development");
+
   // At phone width the board is one column and still lists the items.
   const phone = await b.context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });

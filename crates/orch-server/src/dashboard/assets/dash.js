@@ -163,7 +163,18 @@
       pre.setAttribute("data-ended", status || "ended");
       scheduleRefresh(300);
     });
-    es.onerror = function () {
+    es.onerror = function (e) {
+      if (e && typeof e.data === "string") {
+        // The server's own `event: error` (the log became a link or a non-file):
+        // the follow is over; say why rather than reconnecting.
+        es.close();
+        followers.delete(pre);
+        var why = e.data;
+        try { why = JSON.parse(e.data).error || why; } catch (_) { /* keep the raw text */ }
+        if (state) state.textContent = "stopped: " + why;
+        pre.setAttribute("data-ended", "error");
+        return;
+      }
       if (state && !pre.hasAttribute("data-ended")) state.textContent = "reconnecting…";
       if (es.readyState === EventSource.CLOSED) {
         followers.delete(pre);
