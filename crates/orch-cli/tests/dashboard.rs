@@ -50,8 +50,8 @@ printf '{{"verdict":"pass","summary":"ok"}}' > "$ORCH_VERDICT_FILE""#
     )
 }
 
-fn deployment() -> Deployment {
-    let d = Deployment::new("sqlite://state/orch.db", FAST, "");
+fn deployment(extra: &str) -> Deployment {
+    let d = Deployment::new("sqlite://state/orch.db", FAST, extra);
     for dir in ["go", "unblock"] {
         std::fs::create_dir_all(d.path().join(dir)).unwrap();
     }
@@ -163,11 +163,14 @@ fn finish_scenario(mut child: std::process::Child, d: &Deployment, logs: &[&str]
 }
 
 /// A card passes through every stage of the quick track on an open board, with
-/// no reload; the running job's log is followed live; the finished item's page
+/// no reload, waiting for approval before deploy until the item page approves
+/// it; the running job's log is followed live; the finished item's page
 /// shows its timeline; the health page shows the reaper block and the charts.
 #[test]
 fn board_follows_an_item_through_every_stage_live() {
-    let d = deployment();
+    let d = deployment(
+        "[[edges]]\nfrom = \"deploy-staging\"\nto = \"deploy\"\non_fail = \"development\"\napproval = true\n",
+    );
     let port = free_port();
     let mut s = serve(&d, port, None, "serve.log");
     let child = start_scenario("board", &d, port, &[]);
@@ -180,7 +183,7 @@ fn board_follows_an_item_through_every_stage_live() {
 /// refusal reason is shown; a title with markup is shown as text and never runs.
 #[test]
 fn item_page_retries_a_blocked_item_with_the_token_and_escapes_hostile_titles() {
-    let d = deployment();
+    let d = deployment("");
     let port = free_port();
     let token = "dash-test-token";
     let mut s = serve(&d, port, Some(token), "serve.log");
@@ -193,7 +196,7 @@ fn item_page_retries_a_blocked_item_with_the_token_and_escapes_hostile_titles() 
 /// the restart shows up without a reload.
 #[test]
 fn board_recovers_after_the_server_restarts() {
-    let d = deployment();
+    let d = deployment("");
     let port = free_port();
     let mut first = serve(&d, port, None, "serve-1.log");
     let child = start_scenario("restart", &d, port, &[]);

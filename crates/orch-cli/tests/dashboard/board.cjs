@@ -1,6 +1,8 @@
-// The board follows an item through every stage of its track with no reload, a
-// running job's log is followed live, the item page shows the finished timeline,
-// and the health page shows the reaper block and the last hour's charts.
+// The board follows an item through every stage of its track with no reload
+// (waiting for approval before deploy: the card stands out, and Approve on the
+// item page lets it go on), a running job's log is followed live, the item page
+// shows the finished timeline, and the health page shows the reaper block and
+// the last hour's charts.
 "use strict";
 const t = require("./lib.cjs");
 
@@ -35,6 +37,7 @@ t.scenario("board", async () => {
       if (i === 1) await t.shot(page, "board.png");
       t.release(key, stage);
     }
+    if (stage === "deploy-staging") await approve(b, page, key);
     if (i + 1 < STAGES.length) await t.card(page, STAGES[i + 1], key).waitFor();
   }
   // Done: the card leaves and the done count says 1.
@@ -95,5 +98,21 @@ async function followLog(b, key) {
   t.check(text.includes("<script>window.__xss=3</script>"), "a log line with markup is shown as text");
   t.check((await p.evaluate(() => window.__xss)) === undefined, "markup in a log line did not run");
   t.check((await p.evaluate(() => window.__noReload)) === "log", "the log page followed without a reload");
+  await p.close();
+}
+
+/// The edge into deploy needs an approval: the card waits, amber, until the
+/// item page's Approve button lets it go on.
+async function approve(b, board, key) {
+  const waiting = board.locator(`.column[data-stage="deploy-staging"] .card.st-waiting_approval[data-key="${key}"]`);
+  await waiting.waitFor();
+  const bg = await waiting.evaluate((el) => getComputedStyle(el).backgroundColor);
+  t.check(bg === "rgb(254, 243, 199)", `a card waiting for approval stands out (background ${bg})`);
+  const p = await b.context.newPage();
+  await p.goto(`${t.BASE}/ui/items/${key}`);
+  await p.locator('#item-status[data-status="waiting_approval"]').waitFor();
+  await p.locator('button[data-action="approve"].primary').click();
+  await p.locator("#action-result.good", { hasText: "approve: now" }).waitFor();
+  await p.locator('.timeline li[data-kind="item.approved"]').waitFor();
   await p.close();
 }
