@@ -18,7 +18,7 @@ pub(crate) struct Bar {
     pub(crate) text: String,
 }
 
-/// Items moved on (advanced or done) per `bucket` over `[since, now)`, oldest
+/// Items moved on (advanced, approved on, or done) per `bucket` over `[since, now)`, oldest
 /// first; labelled by minutes before now.
 pub(crate) fn throughput(events: &[Event], since: Timestamp, now: Timestamp, bucket: Duration) -> Vec<Bar> {
     let width = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1);
@@ -26,8 +26,10 @@ pub(crate) fn throughput(events: &[Event], since: Timestamp, now: Timestamp, buc
     let n = usize::try_from((span + width - 1) / width).unwrap_or(1).clamp(1, 120);
     let mut counts = vec![0_u32; n];
     for e in events {
-        if matches!(e.kind.parse::<EventKind>(), Ok(EventKind::ItemAdvanced | EventKind::ItemDone))
-            && e.at >= since
+        if matches!(
+            e.kind.parse::<EventKind>(),
+            Ok(EventKind::ItemAdvanced | EventKind::ItemApproved | EventKind::ItemDone)
+        ) && e.at >= since
             && e.at <= now
         {
             let i = usize::try_from((e.at.as_millis() - since.as_millis()) / width).unwrap_or(0).min(n - 1);
