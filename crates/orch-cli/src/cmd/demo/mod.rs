@@ -75,7 +75,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the demo config {}", config_path.display()))?;
     let config = orch_core::config::load(&config_path, &text, &BTreeMap::new())
         .map_err(|e| anyhow::anyhow!("the demo's own config does not load (a bug in orch):\n{e}"))?;
-    let ok = context::runtime()?.block_on(drive(&ws, config, args, started))?;
+    let ok = context::runtime()?
+        .block_on(drive(&ws, config, args, started))
+        .with_context(|| format!("the demo stopped (its workspace is kept: {})", ws.root().display()))?;
     if ok {
         ws.remove_if_temporary();
         Ok(ExitCode::SUCCESS)
