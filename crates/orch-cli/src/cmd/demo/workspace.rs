@@ -271,6 +271,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_previous_demo_workspace_is_emptied_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep.txt"), "not the demo's").unwrap();
+        let ws = tmp.path().join("ws");
+        fs::create_dir_all(ws.join("project/src")).unwrap();
+        fs::write(ws.join(MARKER), "").unwrap();
+        fs::write(ws.join("orch.toml"), "old").unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("link")).unwrap();
+
+        let root = claim(&ws).unwrap();
+        let _lock = lock_marker(&root).unwrap();
+        clear_except_marker(&root).unwrap();
+        let left: Vec<_> = fs::read_dir(&ws).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [MARKER], "all but the marker removed");
+        assert_eq!(fs::read_to_string(outside.join("keep.txt")).unwrap(), "not the demo's");
+    }
+
+    #[test]
+    fn a_file_is_not_a_workspace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, "x").unwrap();
+        let err = claim(&file).unwrap_err().to_string();
+        assert!(err.contains("not a folder"), "{err}");
+    }
+
+    #[test]
     fn demo_configs_are_valid_for_every_agent_choice() {
         for agent in [AgentChoice::Script, AgentChoice::ClaudeCode, AgentChoice::Codex] {
             let text = render_config(agent);
