@@ -234,10 +234,9 @@ async fn health_charts_count_only_the_last_hour_of_a_long_log(backend: Backend) 
         f.store.append_events(&[advanced()], now.sub(Duration::from_secs(ago_s))).await.unwrap();
     }
     // What the store hands out as settled: on SQLite every event at once; on
-    // PostgreSQL those whose transactions are older than every write still
-    // running in the cluster (see docs/STORE.md), so a long write elsewhere on
-    // a shared server can hold recent ones back. The chart must count exactly
-    // the settled ones of the hour, found by its search.
+    // PostgreSQL those older than every write transaction still open (see
+    // docs/STORE.md), so a long write elsewhere can hold recent ones back. The
+    // chart must count exactly the settled ones of the hour, found by its search.
     // The settled set only grows, so the page's count lies between what is
     // settled just before and just after it renders.
     let in_hour = || async {
