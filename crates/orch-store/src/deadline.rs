@@ -25,9 +25,9 @@ use orch_core::{ItemKey, Timestamp};
 use tokio::sync::Notify;
 
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
-    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
-    TransitionCommit,
+    Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
+    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
+    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// A store whose every call ends within `limit`, answered or not.
@@ -208,6 +208,31 @@ impl<S: Store> Store for Deadline<S> {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         self.bound("queue_stats", self.inner.queue_stats()).await
+    }
+
+    async fn event_head(&self) -> Result<EventPosition> {
+        self.bound("event_head", self.inner.event_head()).await
+    }
+
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>> {
+        self.bound("event_position", self.inner.event_position(seq)).await
+    }
+
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>> {
+        self.bound("events_after", self.inner.events_after(after, item, limit)).await
+    }
+
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()> {
+        self.bound("record_reaper_pass", self.inner.record_reaper_pass(counts, at)).await
+    }
+
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals> {
+        self.bound("reaper_totals", self.inner.reaper_totals(now)).await
     }
 
     async fn register_node(

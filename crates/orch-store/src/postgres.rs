@@ -45,9 +45,9 @@ use crate::common::{
 };
 use crate::deadline::Deadline;
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
-    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
-    TransitionCommit,
+    Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
+    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
+    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
     (4, include_str!("../migrations/postgres/0004_nodes.sql")),
     (5, include_str!("../migrations/postgres/0005_vcs.sql")),
+    (6, include_str!("../migrations/postgres/0006_event_stream.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -91,6 +92,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Attempts for a transaction that hit a deadlock or serialization failure.
 const TX_ATTEMPTS: u32 = 5;
+/// Adds a pass's counts ($1–$4) and keeps the latest pass's end ($5), in one
+/// statement over the seeded rows (row locks taken in one order: no deadlock).
+const REAPER_PASS_SQL: &str = "UPDATE reaper_counters SET value = CASE name \
+     WHEN 'finalizer_defers' THEN value + $1 WHEN 'reaped_tier1' THEN value + $2 \
+     WHEN 'reaped_tier2' THEN value + $3 WHEN 'reaped_tier3' THEN value + $4 \
+     WHEN 'last_pass_at' THEN GREATEST(value, $5) ELSE value END";
+
 /// Longest pause between retries of a failed LISTEN connection.
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Key of the advisory lock that serialises migrations across nodes.
@@ -1388,6 +1396,87 @@ impl Store for PgStore {
         .await
         .map_err(|e| self.err(e))?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event_head(&self) -> Result<EventPosition> {
+        // The last event of a transaction older than every one still running: no
+        // event that becomes visible later can sort before it (docs/STORE.md).
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT xid::text::bigint, seq FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY xid DESC, seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.map_or(EventPosition::START, |(xid, seq)| EventPosition { xid, seq }))
+    }
+
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>> {
+        let xid: Option<i64> = sqlx::query_scalar("SELECT xid::text::bigint FROM events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(xid.map(|xid| EventPosition { xid, seq }))
+    }
+
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>> {
+        // Stream order is (xid, seq), and only transactions older than the
+        // statement snapshot's xmin are handed out. Every event not handed out yet
+        // belongs to a transaction that was running or had no xid when the
+        // snapshot was taken, so its xid is >= that xmin, above everything handed
+        // out: the order never goes back (the argument is in docs/STORE.md).
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            ", xid::text::bigint AS xid_n FROM events \
+             WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             AND ($3::text IS NULL OR item = $3) ORDER BY xid, seq LIMIT $4"
+        ))
+        .bind(after.xid.to_string())
+        .bind(after.seq)
+        .bind(item.map(ToString::to_string))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let event = event_from_row(r)?;
+                let xid: i64 = r.try_get("xid_n").map_err(|e| self.err(e))?;
+                Ok(PositionedEvent { position: EventPosition { xid, seq: event.seq }, event })
+            })
+            .collect()
+    }
+
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()> {
+        sqlx::query(REAPER_PASS_SQL)
+            .bind(common::count_i64(counts.finalizer_defers))
+            .bind(common::count_i64(counts.reaped_tier1))
+            .bind(common::count_i64(counts.reaped_tier2))
+            .bind(common::count_i64(counts.reaped_tier3))
+            .bind(at.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, value FROM reaper_counters UNION ALL \
+             SELECT 'finalizer_owned', COUNT(*) FROM jobs WHERE status = 'finishing' AND lease_expires_at > $1",
+        )
+        .bind(now.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(common::reaper_totals(&rows))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {
