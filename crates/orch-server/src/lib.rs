@@ -23,6 +23,7 @@
 
 mod auth;
 mod error;
+mod events;
 mod health;
 mod items;
 mod jobs;
@@ -38,6 +39,7 @@ use axum::routing::{get, post};
 use orch_core::config::Config;
 use orch_engine::{Clock, Node};
 use orch_store::Store;
+use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::check_exposure;
@@ -58,19 +60,40 @@ pub struct AppState {
     node: Option<Node>,
     /// The bearer token mutations need; `None` leaves them open.
     token: Option<Arc<str>>,
+    /// Fires when the server stops: open event streams end cleanly.
+    shutdown: CancellationToken,
+    /// What the event streams share.
+    events: Arc<events::Hub>,
 }
 
 impl AppState {
     /// A state with no node (counters unknown) and no token (mutations open).
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, config, clock, node: None, token: None }
+        Self {
+            store,
+            config,
+            clock,
+            node: None,
+            token: None,
+            shutdown: CancellationToken::new(),
+            events: Arc::default(),
+        }
     }
 
     /// Serves the live counters of `node` in `GET /queue`, and makes `/readyz`
     /// wait for its registration.
     #[must_use]
     pub fn with_node(mut self, node: Node) -> Self {
+        self.shutdown = node.shutdown_token();
         self.node = Some(node);
+        self
+    }
+
+    /// Ends open streams (`/events`, log follows) when `token` fires; `with_node`
+    /// uses the node's shutdown token.
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
         self
     }
 
@@ -98,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/items/{key}/approve", post(items::approve))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/log", get(jobs::log))
+        .route("/events", get(events::stream))
         .fallback(error::unknown_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
