@@ -27,6 +27,7 @@ mod events;
 mod health;
 mod items;
 mod jobs;
+mod logs;
 pub mod queue;
 pub mod shapes;
 
