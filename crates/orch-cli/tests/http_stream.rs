@@ -209,3 +209,75 @@ fn events_follow_new_items_and_end_on_sigterm() {
     assert!(!log.contains("still open after the drain deadline"), "streams held the shutdown up: {log}");
     eprintln!("orch serve exited {:?} after SIGTERM", started.elapsed());
 }
+
+/// `promtool` from `$ORCH_PROMTOOL` or the `PATH`: `scripts/ensure-tools`
+/// installs it (Debian package `prometheus`); a machine without it fails here.
+fn promtool() -> String {
+    let tool = std::env::var("ORCH_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let found = std::process::Command::new(&tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found, "{tool} is not installed: run scripts/ensure-tools (Debian package prometheus)");
+    tool
+}
+
+/// `GET /metrics` of a running node that has driven an item through a gate to
+/// `done` shows the store's item and job counts, transitions by kind, gate,
+/// agent and store-call histograms, and the whole page passes `promtool check
+/// metrics` (format and naming lints).
+#[test]
+fn metrics_of_a_running_node_pass_promtool() {
+    let extra = "[[edges]]\nfrom = \"development\"\nto = \"testing\"\ngates = [\"lint\"]\non_fail = \"development\"\n\
+                 [gates.lint]\ncommand = [\"true\"]\ntimeout_s = 20\n";
+    let d = Deployment::new("sqlite://orch.db", orch_test_support::FAST_REAPER, extra);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = d.serve("node-a", "data-a", &[("ORCH_SERVER_LISTEN", listen.as_str())], "serve.log");
+    let key = d.add_item("measured");
+    wait_until("the item to be done", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && json(port, &format!("/items/{key}"))["status"] == "done"
+    });
+    let (status, head, body) = get(port, "/metrics", &[]);
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    for needle in [
+        "# TYPE orch_items gauge",
+        "orch_items{status=\"done\"} 1",
+        "orch_jobs{status=\"done\"} 4",
+        "orch_transitions_total{kind=\"item.advanced\"} 3",
+        "orch_transitions_total{kind=\"item.done\"} 1",
+        "# TYPE orch_gate_duration_seconds histogram",
+        "orch_gate_duration_seconds_count{gate=\"lint\"} 1",
+        "orch_agent_duration_seconds_count{stage=\"development\"} 1",
+        "orch_store_call_duration_seconds_bucket{call=\"claim_jobs\",le=\"+Inf\"}",
+        "# HELP orch_store_call_duration_seconds",
+        "# HELP orch_items ",
+        "orch_reaper_reaped_total{tier=\"tier3\"} 0",
+        "orch_fenced_out_total 0",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
+    }
+    let mut check = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(text.as_bytes());
+    let out = check.take().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a command with `input` on its stdin and collects its output.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output>;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output> {
+        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
+        child.stdin.take()?.write_all(input).ok()?;
+        child.wait_with_output().ok()
+    }
+}

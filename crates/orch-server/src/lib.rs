@@ -28,6 +28,7 @@ mod health;
 mod items;
 mod jobs;
 mod logs;
+mod prometheus;
 pub mod queue;
 pub mod shapes;
 
@@ -46,6 +47,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 pub use auth::check_exposure;
 pub use error::ApiError;
 pub use jobs::MAX_LOG_BYTES;
+pub use prometheus::upkeep as metrics_upkeep;
 
 /// The largest request body accepted; a larger one is refused with 413 before it
 /// is read whole. Items are a title and a body of text: 1 MiB is generous.
@@ -109,6 +111,8 @@ impl AppState {
 
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
+    // Installed before the node records anything, so no early count is lost.
+    prometheus::handle();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -123,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/log", get(jobs::log))
         .route("/events", get(events::stream))
+        .route("/metrics", get(prometheus::get_metrics))
         .fallback(error::unknown_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -15,6 +15,12 @@
 //! abandoned connection to the pool only once a ping on it succeeds; while the
 //! network stays frozen that ping waits and keeps the connection's slot, so at
 //! worst the pool runs dry and later calls fail after the pool's acquire timeout.
+//!
+//! Every call, on either backend, is also timed into the histogram
+//! [`STORE_CALL_DURATION`] (label `call`), which `GET /metrics` exports. SQLite is
+//! wrapped with no deadline ([`Deadline::timed_only`]): its calls never cross a
+//! network, and a write abandoned by its caller would still commit on the writer
+//! thread.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,30 +36,44 @@ use crate::{
     ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
-/// A store whose every call ends within `limit`, answered or not.
+/// The histogram every store call's latency is recorded in, in seconds.
+pub const STORE_CALL_DURATION: &str = "orch_store_call_duration_seconds";
+
+/// A store whose every call ends within `limit` (if any), answered or not, and
+/// is timed.
 pub(crate) struct Deadline<S> {
     inner: S,
     /// The redacted URL, for the error.
     url: String,
-    limit: Duration,
+    limit: Option<Duration>,
 }
 
 impl<S: Store> Deadline<S> {
     pub(crate) fn new(inner: S, url: String, limit: Duration) -> Self {
-        Self { inner, url, limit }
+        Self { inner, url, limit: Some(limit) }
+    }
+
+    /// Times every call of `inner` without bounding it.
+    pub(crate) fn timed_only(inner: S, url: String) -> Self {
+        Self { inner, url, limit: None }
     }
 
     async fn bound<T>(&self, call: &'static str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.limit, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Unavailable {
-                url: self.url.clone(),
-                reason: format!(
-                    "{call} got no answer from the database within {:?}: the network or the server is stalled",
-                    self.limit
-                ),
-            }),
-        }
+        let started = std::time::Instant::now();
+        let result = match self.limit {
+            None => fut.await,
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Unavailable {
+                    url: self.url.clone(),
+                    reason: format!(
+                        "{call} got no answer from the database within {limit:?}: the network or the server is stalled"
+                    ),
+                }),
+            },
+        };
+        metrics::histogram!(STORE_CALL_DURATION, "call" => call).record(started.elapsed().as_secs_f64());
+        result
     }
 }
 

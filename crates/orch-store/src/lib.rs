@@ -17,6 +17,7 @@ mod postgres;
 mod sqlite;
 mod types;
 
+pub use deadline::STORE_CALL_DURATION;
 pub use types::*;
 
 use std::sync::Arc;
@@ -348,7 +349,8 @@ pub trait Store: Send + Sync + 'static {
 /// `UnknownScheme`, `Unavailable`, `SchemaTooNew` or `Migration`, each naming the URL.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        let store = sqlite::SqliteStore::open(url).await?;
+        Ok(Arc::new(deadline::Deadline::timed_only(store, common::redact(url))))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         postgres::PgStore::open(url).await
     } else {
