@@ -92,6 +92,23 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Attempts for a transaction that hit a deadlock or serialization failure.
 const TX_ATTEMPTS: u32 = 5;
+/// The bound below which an event is settled, as SQL taking the parameter `$n`
+/// (`bigint[]`, from `other_database_xids`): the oldest transaction still
+/// running in the statement's snapshot apart from other databases' (compared
+/// on the low 32 bits, as `pg_stat_activity` shows xids), or the snapshot's
+/// xmax when none is. `pg_current_snapshot()` is the statement's own snapshot
+/// each time it is called, and the subquery runs once per statement.
+macro_rules! settled_bound {
+    ($n:literal) => {
+        concat!(
+            "COALESCE((SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+             WHERE NOT ((x::text::bigint % 4294967296) = ANY(",
+            $n,
+            "::bigint[]))), pg_snapshot_xmax(pg_current_snapshot()))"
+        )
+    };
+}
+
 /// Adds a pass's counts ($1–$4) and keeps the latest pass's end ($5), in one
 /// statement over the seeded rows (row locks taken in one order: no deadlock).
 const REAPER_PASS_SQL: &str = "UPDATE reaper_counters SET value = CASE name \
@@ -197,6 +214,22 @@ impl PgStore {
             Fail::Sql(e) => self.err(e),
             Fail::Store(e) => e,
         }
+    }
+
+    /// The (32-bit) ids of transactions running now in *other* databases of the
+    /// cluster. They can never write this database's events, so the event
+    /// stream need not wait for them; read before the stream's own snapshot is
+    /// taken, so a transaction of this database is never among them (see
+    /// docs/STORE.md, "The event stream"). Without the privilege to see other
+    /// sessions the list is shorter, which only makes the stream wait longer.
+    async fn other_database_xids(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "SELECT backend_xid::text::bigint FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// Wakes local waiters at once and other nodes through NOTIFY (coalesced).
@@ -1381,17 +1414,21 @@ impl Store for PgStore {
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         // Seqs come from a sequence, so concurrent writers can commit seq n+1 before
         // seq n. Handing out n+1 first would let a tailing reader skip n for ever.
-        // An event is handed out only once every transaction that was still writing
-        // when it committed has ended: its xid is below the snapshot's xmin (the
-        // oldest transaction still running). The cost is a delay of as long as the
-        // oldest open write transaction on the server (milliseconds for orch's own).
+        // An event is handed out only once it is settled: every transaction of
+        // this database that was still writing when it committed has ended (the
+        // bound `events_after` uses; docs/STORE.md). The cost is a delay of as long
+        // as the oldest open write transaction of this database.
+        let others = self.other_database_xids().await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM events WHERE seq > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $2"
+            " FROM events WHERE seq > $1 AND xid < ",
+            settled_bound!("$3"),
+            " ORDER BY seq LIMIT $2"
         ))
         .bind(after)
         .bind(i64::from(limit))
+        .bind(others)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -1399,12 +1436,15 @@ impl Store for PgStore {
     }
 
     async fn event_head(&self) -> Result<EventPosition> {
-        // The last event of a transaction older than every one still running: no
-        // event that becomes visible later can sort before it (docs/STORE.md).
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT xid::text::bigint, seq FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY xid DESC, seq DESC LIMIT 1",
-        )
+        // The last settled event: no event that becomes visible later can sort
+        // before it (docs/STORE.md, "The event stream").
+        let others = self.other_database_xids().await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT xid::text::bigint, seq FROM events WHERE xid < ",
+            settled_bound!("$1"),
+            " ORDER BY xid DESC, seq DESC LIMIT 1"
+        ))
+        .bind(others)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -1426,22 +1466,26 @@ impl Store for PgStore {
         item: Option<&ItemKey>,
         limit: u32,
     ) -> Result<Vec<PositionedEvent>> {
-        // Stream order is (xid, seq), and only transactions older than the
-        // statement snapshot's xmin are handed out. Every event not handed out yet
-        // belongs to a transaction that was running or had no xid when the
-        // snapshot was taken, so its xid is >= that xmin, above everything handed
-        // out: the order never goes back (the argument is in docs/STORE.md).
+        // Stream order is (xid, seq), and only settled transactions are handed
+        // out: older than every transaction of this database still running when
+        // the statement's snapshot was taken. Every event not handed out yet
+        // belongs to a transaction that was running or had no xid then, so its
+        // xid is at or above that bound, above everything handed out: the order
+        // never goes back (the argument is in docs/STORE.md).
+        let others = self.other_database_xids().await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
             ", xid::text::bigint AS xid_n FROM events \
-             WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-             AND ($3::text IS NULL OR item = $3) ORDER BY xid, seq LIMIT $4"
+             WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < ",
+            settled_bound!("$5"),
+            " AND ($3::text IS NULL OR item = $3) ORDER BY xid, seq LIMIT $4"
         ))
         .bind(after.xid.to_string())
         .bind(after.seq)
         .bind(item.map(ToString::to_string))
         .bind(i64::from(limit))
+        .bind(others)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
