@@ -122,6 +122,7 @@ pub(crate) async fn stream(
         cursor,
         item,
         pending: VecDeque::new(),
+        failing: false,
     };
     Ok(Sse::new(follower.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
@@ -136,6 +137,8 @@ struct Follower {
     cursor: EventPosition,
     item: Option<ItemKey>,
     pending: VecDeque<PositionedEvent>,
+    /// The last read failed (its warning is logged already).
+    failing: bool,
 }
 
 impl Follower {
@@ -159,11 +162,19 @@ impl Follower {
             let signal = Arc::clone(&self.signal);
             let woken = signal.notified();
             match self.fetch().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(true) => {
+                    self.failing = false;
+                    continue;
+                }
+                Ok(false) => self.failing = false,
                 // A store that cannot answer now may answer at the next poll; the
-                // client keeps its place either way.
-                Err(e) => tracing::warn!(error = %e, "event stream: cannot read events; retrying"),
+                // client keeps its place either way. Logged once per outage, not
+                // once per poll of every follower.
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::warn!(error = %e, "event stream: cannot read events; retrying every poll");
+                    }
+                }
             }
             tokio::select! {
                 () = self.stop.cancelled() => return None,

@@ -257,7 +257,7 @@ impl Follower {
             Ok(Some(job)) => job,
             Ok(None) => return Err(format!("job {} no longer exists", self.job)),
             Err(e) => {
-                tracing::warn!(job = %self.job, error = %e, "log follow: cannot read the job; retrying");
+                tracing::debug!(job = %self.job, error = %e, "log follow: cannot read the job; retrying");
                 return Ok(false);
             }
         };
@@ -280,7 +280,7 @@ impl Follower {
                 }
                 Err(ReadError::Missing { .. }) => {}
                 Err(e @ ReadError::TimedOut { .. }) => {
-                    tracing::warn!(job = %self.job, error = %e, "log follow: read timed out; retrying");
+                    tracing::debug!(job = %self.job, error = %e, "log follow: read timed out; retrying");
                     return Ok(false);
                 }
                 Err(e) => return Err(format!("job {}'s log cannot be read safely: {e}", self.job)),
