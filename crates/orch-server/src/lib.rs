@@ -1,5 +1,6 @@
 //! orch's HTTP API (DESIGN §8): `GET /queue` with the reaper block, items and
-//! their operator actions, jobs and their logs, health and readiness.
+//! their operator actions, jobs and their logs (ranges, live follow), every
+//! event as Server-Sent Events, `/metrics`, health and readiness.
 //!
 //! [`router`] builds the whole API from an [`AppState`], so tests drive it with
 //! `tower::ServiceExt::oneshot` and no socket; `orch serve` binds it on
@@ -70,7 +71,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state with no node (counters unknown) and no token (mutations open).
+    /// A state with no node (`/readyz` answers for the store alone), no token
+    /// (mutations open), and streams that end only with their clients.
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
@@ -83,8 +85,9 @@ impl AppState {
         }
     }
 
-    /// Serves the live counters of `node` in `GET /queue`, and makes `/readyz`
-    /// wait for its registration.
+    /// Makes `/readyz` wait for `node`'s registration, judges leases in
+    /// `GET /queue` with its offset to the store's clock, and ends open streams
+    /// when it shuts down.
     #[must_use]
     pub fn with_node(mut self, node: Node) -> Self {
         self.shutdown = node.shutdown_token();
