@@ -25,6 +25,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline on a sample project with scripted agents, live, in
+    /// under a minute: a red gate and a rollback, a full cycle, an escalation, a
+    /// reaper deferral, merged pull requests, and a summary.
+    Demo(cmd::demo::Args),
     /// Write a commented orch.toml and example agent scripts into DIR.
     Init(cmd::init::Args),
     /// Validate the config; print tracks, edges, gates and each stage's time budget.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(&args),
         Command::Init(args) => cmd::init::run(&args),
         Command::Check(args) => cmd::check::run(&cli.config, &args),
         Command::Serve(args) => cmd::serve::run(&cli.config, &args),

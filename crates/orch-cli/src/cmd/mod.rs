@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod check;
+pub(crate) mod demo;
 pub(crate) mod init;
 pub(crate) mod item;
 pub(crate) mod item_ops;
