@@ -107,6 +107,7 @@ async fn hot_queries_use_indexes() {
         "SELECT seq FROM events WHERE seq > 5 ORDER BY seq LIMIT 5",
         "SELECT seq FROM events WHERE (xid, seq) > ('5'::xid8, 5) AND xid < '9'::xid8 ORDER BY xid, seq LIMIT 5",
         "SELECT seq FROM events WHERE xid < '9'::xid8 ORDER BY xid DESC, seq DESC LIMIT 1",
+        "SELECT COUNT(*) FROM jobs WHERE status = 'finishing' AND lease_expires_at > 5",
         "SELECT status, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY status",
         "SELECT status, SUM(n) FROM status_counts WHERE tbl = 'items' GROUP BY status",
         "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
