@@ -86,7 +86,7 @@ fn serve_answers_queue_with_live_reaper_block_and_files_items() {
             "reaped_total"
         ]
     );
-    assert_eq!(q["counters_from"], "node-a");
+    assert_eq!(q["counters_from"], "cluster");
     assert_eq!(reaper["interval_s"], 0.2);
     assert_eq!(reaper["finalizer_defers_total"], 0);
     assert_eq!(reaper["reaped_total"]["tier1"], 0);

@@ -142,9 +142,10 @@ pub(crate) async fn commit(
             }
         }
     };
+    let kind = commit.events.first().map_or("none", |e| e.kind.as_str());
     match ctx.within_lease(ctx.store.commit_transition(commit, ctx.now())).await? {
         CommitOutcome::Applied { .. } => {
-            ctx.metrics.transitioned();
+            ctx.metrics.transitioned(kind);
             Ok(())
         }
         CommitOutcome::FencedOut => fenced_out(ctx, job, "commit", None).await,

@@ -92,6 +92,8 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
             GateRun::CouldNotStart(r) => (r, true),
         };
         result.sha = Some(sha.clone());
+        ctx.metrics
+            .gate_ran(name.as_str(), std::time::Duration::from_millis(u64::try_from(result.duration_ms).unwrap_or(0)));
         report_check(&item, &tree, &result).await;
         info!(item = %job.item, job = %job.id, epoch = job.epoch, gate = %name, passed = result.passed, infra, "gate");
         let passed = result.passed;

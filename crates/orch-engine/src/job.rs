@@ -117,7 +117,9 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                     };
                 }
                 info!(item = %job.item, job = %id, epoch, pid, stage = %job.stage, "job.started");
+                let ran = std::time::Instant::now();
                 let ended = launch::wait(ctx, job, started, agent.timeout(), lost).await;
+                ctx.metrics.agent_ran(job.stage.as_str(), ran.elapsed());
                 if lost.is_cancelled() {
                     // However the process ended (the self-fence SIGKILLs it before
                     // telling the task), this owner lost the job: its run's result is

@@ -1,5 +1,11 @@
-//! The node's counters, read by `GET /queue`, `/metrics` and the tests. Plain
-//! atomics: they are bumped on hot paths and read rarely.
+//! The node's counters, read by `GET /queue` and the tests. Plain atomics: they
+//! are bumped on hot paths and read rarely.
+//!
+//! Each event counted here is also fed, once, to the `metrics` facade under the
+//! names [`names`] lists, which `GET /metrics` renders in the Prometheus text
+//! format. With no recorder installed (the CLI, most tests) the facade does
+//! nothing. The facade's counters are process-wide: two nodes in one process (a
+//! test) share them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -57,9 +63,33 @@ pub struct MetricsSnapshot {
     pub start_retries_total: u64,
 }
 
+/// The names the node's events are exported under (Prometheus text format), one
+/// copy for the engine that records them and the server that describes them.
+pub mod names {
+    /// Counter: Tier-2 deferrals to a finalizer holding a live lease.
+    pub const FINALIZER_DEFERS: &str = "orch_reaper_finalizer_defers_total";
+    /// Counter, label `tier`: jobs the reaper reaped or took over.
+    pub const REAPED: &str = "orch_reaper_reaped_total";
+    /// Counter: owner writes refused because another owner holds a newer epoch.
+    pub const FENCED_OUT: &str = "orch_fenced_out_total";
+    /// Counter, label `kind` (the transition's event kind): committed transitions.
+    pub const TRANSITIONS: &str = "orch_transitions_total";
+    /// Gauge: finalizations this node runs now.
+    pub const FINALIZER_OWNED: &str = "orch_finalizer_owned";
+    /// Counter: jobs whose processes this node killed when it could not renew.
+    pub const SELF_FENCED: &str = "orch_self_fenced_total";
+    /// Counter: process starts retried after an infrastructure failure.
+    pub const START_RETRIES: &str = "orch_start_retries_total";
+    /// Histogram, label `gate`: how long each gate ran.
+    pub const GATE_DURATION: &str = "orch_gate_duration_seconds";
+    /// Histogram, label `stage`: how long each agent process ran.
+    pub const AGENT_DURATION: &str = "orch_agent_duration_seconds";
+}
+
 impl Metrics {
     pub fn deferred(&self) {
         self.finalizer_defers_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::FINALIZER_DEFERS).increment(1);
     }
     pub fn reaped(&self, tier: Tier) {
         let c = match tier {
@@ -68,24 +98,40 @@ impl Metrics {
             Tier::Three => &self.reaped_tier3,
         };
         c.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::REAPED, "tier" => tier.as_str()).increment(1);
     }
     pub fn fenced_out(&self) {
         self.fenced_out_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::FENCED_OUT).increment(1);
     }
-    pub fn transitioned(&self) {
+    /// A committed transition; `kind` is its event's kind (`item.advanced`, …).
+    pub fn transitioned(&self, kind: &'static str) {
         self.transitions_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::TRANSITIONS, "kind" => kind).increment(1);
     }
     pub fn finalizer_started(&self) {
         self.finalizer_owned.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(names::FINALIZER_OWNED).increment(1.0);
     }
     pub fn finalizer_ended(&self) {
         self.finalizer_owned.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(names::FINALIZER_OWNED).decrement(1.0);
     }
     pub fn self_fenced(&self, jobs: usize) {
         self.self_fenced_total.fetch_add(jobs as u64, Ordering::Relaxed);
+        metrics::counter!(names::SELF_FENCED).increment(jobs as u64);
     }
     pub fn start_retried(&self) {
         self.start_retries_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::START_RETRIES).increment(1);
+    }
+    /// A gate ran (or failed to start) for `duration`.
+    pub fn gate_ran(&self, gate: &str, duration: std::time::Duration) {
+        metrics::histogram!(names::GATE_DURATION, "gate" => gate.to_owned()).record(duration.as_secs_f64());
+    }
+    /// An agent process of a job at `stage` ran for `duration`.
+    pub fn agent_ran(&self, stage: &str, duration: std::time::Duration) {
+        metrics::histogram!(names::AGENT_DURATION, "stage" => stage.to_owned()).record(duration.as_secs_f64());
     }
     pub fn pass_done(&self, at_ms: i64) {
         self.last_pass_at_ms.store(at_ms, Ordering::Relaxed);

@@ -11,11 +11,15 @@
 //!   failed with reason `timeout` whatever its lease says, and its group killed if local.
 //!
 //! Liveness is never inferred from age while the switch is on (the incident of §2).
+//!
+//! Each pass ends by adding what it did to the store's cluster-wide counters
+//! (`Store::record_reaper_pass`), which `GET /queue` shows; the node's own
+//! in-memory counters (`Metrics`) feed `/metrics`.
 
 use std::sync::Arc;
 
 use orch_core::{EventKind, JobStatus, StageResult};
-use orch_store::{ExitInfo, Job, NewEvent, TakeOver};
+use orch_store::{ExitInfo, Job, NewEvent, ReaperPassCounts, TakeOver};
 use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
@@ -84,7 +88,17 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>) -> Result<PassReport, Error> {
     }
     // Housekeeping, bounded so a slow remote never delays the next pass.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), crate::vcs::sweep_worktrees(ctx)).await;
-    ctx.metrics.pass_done(ctx.now().as_millis());
+    let done_at = ctx.now();
+    ctx.metrics.pass_done(done_at.as_millis());
+    // The cluster-wide, restart-proof totals `GET /queue` shows: one statement
+    // per pass, whatever the pass did (it also carries `last_pass_at`).
+    let counts = ReaperPassCounts {
+        finalizer_defers: report.tier2_deferred as u64,
+        reaped_tier1: report.tier1_reaped as u64,
+        reaped_tier2: report.tier2_taken_over as u64,
+        reaped_tier3: report.tier3_reaped as u64,
+    };
+    ctx.store.record_reaper_pass(counts, done_at).await?;
     Ok(report)
 }
 

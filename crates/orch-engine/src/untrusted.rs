@@ -107,6 +107,22 @@ fn tail_blocking(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     Ok(buf)
 }
 
+/// At most `max` bytes from offset `start` of a regular file, with the file's
+/// size when it was opened (blocking; see [`try_range`]).
+fn range_blocking(path: &Path, start: u64, max: u64) -> Result<(Vec<u8>, u64), ReadError> {
+    let (mut file, size) = open_regular(path)?;
+    let name = || path.display().to_string();
+    if start >= size {
+        return Ok((Vec::new(), size));
+    }
+    file.seek(SeekFrom::Start(start)).map_err(|source| ReadError::Io { path: name(), source })?;
+    // Read no further than the size seen at open: a file growing under the read
+    // is read again from the returned offset, never past what the size says.
+    let mut buf = Vec::new();
+    file.take(max.min(size - start)).read_to_end(&mut buf).map_err(|source| ReadError::Io { path: name(), source })?;
+    Ok((buf, size))
+}
+
 /// Runs a blocking read on the blocking pool under [`READ_TIMEOUT`].
 async fn off_runtime<T: Send + 'static>(
     path: &Path,
@@ -209,6 +225,16 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
         }
         _ => create_fresh(path),
     }
+}
+
+/// At most `max` bytes of an agent-writable file from offset `start`, and the
+/// file's size: what a follower of a growing log or a `Range` request reads.
+/// Empty when `start` is at or past the end.
+///
+/// # Errors
+/// A [`ReadError`] naming the path and what was wrong with it.
+pub async fn try_range(path: &Path, start: u64, max: u64) -> Result<(Vec<u8>, u64), ReadError> {
+    off_runtime(path, move |p| range_blocking(&p, start, max)).await
 }
 
 #[cfg(test)]

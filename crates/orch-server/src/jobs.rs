@@ -39,6 +39,7 @@ pub(crate) async fn log(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     query: Result<Query<LogQuery>, QueryRejection>,
+    mode: crate::logs::LogMode,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let tail = match q.tail.as_deref() {
@@ -47,6 +48,10 @@ pub(crate) async fn log(
     }
     .min(MAX_LOG_BYTES);
     let job = job(&state, &raw).await?;
+    // A follow (SSE) or a `Range` request is served by `logs`.
+    if let Some(response) = mode.respond(&state, job.clone()).await {
+        return response;
+    }
     let Some(path) = job.log_path.as_deref() else {
         return Err(ApiError::NotFound(format!("job {} has no log yet (status {})", job.id, job.status)));
     };

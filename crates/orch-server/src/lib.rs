@@ -1,5 +1,6 @@
 //! orch's HTTP API (DESIGN §8): `GET /queue` with the reaper block, items and
-//! their operator actions, jobs and their logs, health and readiness; and the
+//! their operator actions, jobs and their logs (ranges, live follow), every
+//! event as Server-Sent Events, `/metrics`, health and readiness; and the
 //! dashboard (`/`, `/ui/…`; the `dashboard` module, docs/DASHBOARD.md).
 //!
 //! [`router`] builds the whole API from an [`AppState`], so tests drive it with
@@ -25,9 +26,12 @@
 mod auth;
 mod dashboard;
 mod error;
+mod events;
 mod health;
 mod items;
 mod jobs;
+mod logs;
+mod prometheus;
 pub mod queue;
 pub mod shapes;
 
@@ -40,12 +44,14 @@ use axum::routing::{get, post};
 use orch_core::config::Config;
 use orch_engine::{Clock, Node};
 use orch_store::Store;
+use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::check_exposure;
 pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use error::ApiError;
 pub use jobs::MAX_LOG_BYTES;
+pub use prometheus::upkeep as metrics_upkeep;
 
 /// The largest request body accepted; a larger one is refused with 413 before it
 /// is read whole. Items are a title and a body of text: 1 MiB is generous.
@@ -61,19 +67,42 @@ pub struct AppState {
     node: Option<Node>,
     /// The bearer token mutations need; `None` leaves them open.
     token: Option<Arc<str>>,
+    /// Fires when the server stops: open event streams end cleanly.
+    shutdown: CancellationToken,
+    /// What the event streams share.
+    events: Arc<events::Hub>,
 }
 
 impl AppState {
-    /// A state with no node (counters unknown) and no token (mutations open).
+    /// A state with no node (`/readyz` answers for the store alone), no token
+    /// (mutations open), and streams that end only with their clients.
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, config, clock, node: None, token: None }
+        Self {
+            store,
+            config,
+            clock,
+            node: None,
+            token: None,
+            shutdown: CancellationToken::new(),
+            events: Arc::default(),
+        }
     }
 
-    /// Serves the live counters of `node` in `GET /queue`, and makes `/readyz`
-    /// wait for its registration.
+    /// Makes `/readyz` wait for `node`'s registration, judges leases in
+    /// `GET /queue` with its offset to the store's clock, and ends open streams
+    /// when it shuts down.
     #[must_use]
     pub fn with_node(mut self, node: Node) -> Self {
+        self.shutdown = node.shutdown_token();
         self.node = Some(node);
+        self
+    }
+
+    /// Ends open streams (`/events`, log follows) when `token` fires; `with_node`
+    /// uses the node's shutdown token.
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
         self
     }
 
@@ -88,6 +117,8 @@ impl AppState {
 
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
+    // Installed before the node records anything, so no early count is lost.
+    prometheus::handle();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -101,6 +132,8 @@ pub fn router(state: AppState) -> Router {
         .route("/items/{key}/approve", post(items::approve))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/log", get(jobs::log))
+        .route("/events", get(events::stream))
+        .route("/metrics", get(prometheus::get_metrics))
         .fallback(error::unknown_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -4,17 +4,18 @@
 //! The `reaper` block has exactly the keys `interval_s`, `finalize_grace_s`,
 //! `max_running_s`, `finalizer_liveness_enabled`, `finalizer_defers_total`,
 //! `finalizer_owned`, `reaped_total` (by tier) and `last_pass_at`. The settings
-//! come from the config. The counters are the live, in-memory counters of the
-//! node this server runs beside (`orch serve`), so they count since that node
-//! started and cover that node only; without a node (`orch queue`) they are
-//! `null`. Cluster-wide counters that survive restarts (kept in the store) are
-//! future work; `counters_from` says whose counters are shown.
+//! come from the config. The counters come from the store
+//! (`Store::reaper_totals`): every node's reaper adds each pass's counts to
+//! them in one statement, so they are cluster-wide, survive restarts, and are
+//! the same whichever node (or `orch queue`, with no node) is asked.
+//! `finalizer_owned` counts the jobs `finishing` under a lease still live at
+//! `now`, judged in the store's time. `counters_from` is `"cluster"`.
 
 use axum::Json;
 use axum::extract::State;
 use orch_core::Timestamp;
 use orch_core::config::Config;
-use orch_engine::MetricsSnapshot;
+use orch_engine::Node;
 use orch_store::Store;
 use serde_json::{Value, json};
 
@@ -24,19 +25,16 @@ use crate::{ApiError, AppState};
 /// store's clock, but a host this far off has a clock worth fixing.
 pub const CLOCK_OFFSET_BOUND_MS: i64 = 1_000;
 
-/// The queue document; `live` is the counters of the node serving it, with its id.
+/// The queue document at `now` (in the store's time: it judges which leases
+/// are live for `finalizer_owned`).
 ///
 /// # Errors
-/// The store's error reading the counts or the nodes.
-pub async fn document(
-    store: &dyn Store,
-    config: &Config,
-    live: Option<(&str, &MetricsSnapshot)>,
-) -> Result<Value, orch_store::Error> {
+/// The store's error reading the counts, the nodes or the reaper totals.
+pub async fn document(store: &dyn Store, config: &Config, now: Timestamp) -> Result<Value, orch_store::Error> {
     let stats = store.queue_stats().await?;
     let nodes = store.nodes().await?;
+    let totals = store.reaper_totals(now).await?;
     let r = &config.reaper;
-    let counters = live.map(|(_, m)| m);
     Ok(json!({
         "items_by_status": stats.items_by_status,
         "items_by_stage": stats.items_by_stage,
@@ -50,28 +48,28 @@ pub async fn document(
             v
         }).collect::<Vec<_>>(),
         "lease": { "ttl_s": r.lease_ttl_s, "heartbeat_s": r.heartbeat_s },
-        "counters_from": live.map(|(id, _)| id),
+        // The counters are the whole cluster's, kept in the store.
+        "counters_from": "cluster",
         "reaper": {
             "interval_s": r.interval_s,
             "finalize_grace_s": r.finalize_grace_s,
             "max_running_s": r.max_running_s,
             "finalizer_liveness_enabled": r.finalizer_liveness_enabled,
-            "finalizer_defers_total": counters.map(|m| m.finalizer_defers_total),
-            "finalizer_owned": counters.map(|m| m.finalizer_owned),
-            "reaped_total": counters.map(|m| json!({
-                "tier1": m.reaped_tier1,
-                "tier2": m.reaped_tier2,
-                "tier3": m.reaped_tier3,
-            })),
-            "last_pass_at": counters
-                .filter(|m| m.last_pass_at_ms > 0)
-                .map(|m| Timestamp::from_millis(m.last_pass_at_ms).to_rfc3339()),
+            "finalizer_defers_total": totals.finalizer_defers_total,
+            "finalizer_owned": totals.finalizer_owned,
+            "reaped_total": {
+                "tier1": totals.reaped_tier1,
+                "tier2": totals.reaped_tier2,
+                "tier3": totals.reaped_tier3,
+            },
+            "last_pass_at": totals.last_pass_at.map(|t| t.to_rfc3339()),
         },
     }))
 }
 
 pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let snapshot = state.node.as_ref().map(|n| (n.node_id().to_owned(), n.metrics()));
-    let live = snapshot.as_ref().map(|(id, m)| (id.as_str(), m));
-    Ok(Json(document(state.store.as_ref(), &state.config, live).await?))
+    // The store's time: this clock plus the node's measured offset to it.
+    let offset_ms = state.node.as_ref().map_or(0, Node::clock_offset_ms);
+    let now = Timestamp::from_millis(state.clock.now().as_millis() + offset_ms);
+    Ok(Json(document(state.store.as_ref(), &state.config, now).await?))
 }

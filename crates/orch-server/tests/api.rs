@@ -182,7 +182,8 @@ const REAPER_KEYS: [&str; 8] = [
     "reaped_total",
 ];
 
-/// Without a node the document is `orch queue --json`'s, counters `null`.
+/// Without a node the document is `orch queue --json`'s, with the cluster's
+/// counters from the store (zero, no pass yet).
 async fn queue_has_the_cli_document_and_exactly_the_reaper_keys(b: Backend) {
     let api = Api::new(b).await;
     let app = api.app();
@@ -190,7 +191,7 @@ async fn queue_has_the_cli_document_and_exactly_the_reaper_keys(b: Backend) {
     let r = get(&app, "/queue").await;
     assert_eq!(r.status, StatusCode::OK);
     let q = r.json();
-    let same = orch_server::queue::document(api.store.as_ref(), &api.config, None).await.unwrap();
+    let same = orch_server::queue::document(api.store.as_ref(), &api.config, api.clock.now()).await.unwrap();
     assert_eq!(q, same);
     assert_eq!(q["items_by_status"]["queued"], 1);
     assert_eq!(q["items_by_stage"]["development"], 1);
@@ -200,13 +201,15 @@ async fn queue_has_the_cli_document_and_exactly_the_reaper_keys(b: Backend) {
     assert_eq!(reaper["finalize_grace_s"], json!(1.0));
     assert_eq!(reaper["max_running_s"], json!(60.0));
     assert_eq!(reaper["finalizer_liveness_enabled"], json!(true));
-    for counter in ["finalizer_defers_total", "finalizer_owned", "reaped_total", "last_pass_at"] {
-        assert!(reaper[counter].is_null(), "{counter}: {}", reaper[counter]);
-    }
-    assert!(q["counters_from"].is_null());
+    assert_eq!(reaper["finalizer_defers_total"], 0);
+    assert_eq!(reaper["finalizer_owned"], 0);
+    assert_eq!(reaper["reaped_total"], json!({"tier1": 0, "tier2": 0, "tier3": 0}));
+    assert!(reaper["last_pass_at"].is_null(), "no pass yet: {}", reaper["last_pass_at"]);
+    assert_eq!(q["counters_from"], "cluster");
 }
 
-/// Beside a node, the reaper block carries that node's counters.
+/// Beside a node, the reaper block carries the store's counters, which that
+/// node's passes feed: its pass shows up as `last_pass_at`.
 async fn queue_serves_the_nodes_live_counters(b: Backend) {
     let api = Api::new(b).await;
     let node = api.node();
@@ -215,7 +218,7 @@ async fn queue_serves_the_nodes_live_counters(b: Backend) {
     let q = get(&app, "/queue").await.json();
     let reaper = &q["reaper"];
     assert_eq!(reaper.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>(), REAPER_KEYS);
-    assert_eq!(q["counters_from"], "node-api");
+    assert_eq!(q["counters_from"], "cluster");
     assert_eq!(reaper["finalizer_defers_total"], 0);
     assert_eq!(reaper["finalizer_owned"], 0);
     assert_eq!(reaper["reaped_total"], json!({"tier1": 0, "tier2": 0, "tier3": 0}));

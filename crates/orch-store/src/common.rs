@@ -638,6 +638,26 @@ pub(crate) fn second_active_job(item: &ItemKey) -> Error {
     Error::Invalid(format!("item {item} already has a job that has not ended; cancel it first"))
 }
 
+/// A count as the `BIGINT` it is stored in (a count past `i64::MAX` cannot happen).
+pub(crate) fn count_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The reaper totals from `reaper_counters`' `(name, value)` rows plus a
+/// `finalizer_owned` count; a missing or negative value reads as zero.
+pub(crate) fn reaper_totals(rows: &[(String, i64)]) -> crate::ReaperTotals {
+    let get = |name: &str| rows.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0));
+    let last = rows.iter().find(|(n, _)| n == "last_pass_at").map_or(0, |(_, v)| *v);
+    crate::ReaperTotals {
+        finalizer_defers_total: get("finalizer_defers"),
+        reaped_tier1: get("reaped_tier1"),
+        reaped_tier2: get("reaped_tier2"),
+        reaped_tier3: get("reaped_tier3"),
+        last_pass_at: (last > 0).then(|| Timestamp::from_millis(last)),
+        finalizer_owned: get("finalizer_owned"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

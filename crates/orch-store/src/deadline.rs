@@ -15,6 +15,12 @@
 //! abandoned connection to the pool only once a ping on it succeeds; while the
 //! network stays frozen that ping waits and keeps the connection's slot, so at
 //! worst the pool runs dry and later calls fail after the pool's acquire timeout.
+//!
+//! Every call, on either backend, is also timed into the histogram
+//! [`STORE_CALL_DURATION`] (label `call`), which `GET /metrics` exports. SQLite is
+//! wrapped with no deadline ([`Deadline::timed_only`]): its calls never cross a
+//! network, and a write abandoned by its caller would still commit on the writer
+//! thread.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,35 +31,49 @@ use orch_core::{ItemKey, Timestamp};
 use tokio::sync::Notify;
 
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
-    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
-    TransitionCommit,
+    Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
+    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
+    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
-/// A store whose every call ends within `limit`, answered or not.
+/// The histogram every store call's latency is recorded in, in seconds.
+pub const STORE_CALL_DURATION: &str = "orch_store_call_duration_seconds";
+
+/// A store whose every call ends within `limit` (if any), answered or not, and
+/// is timed.
 pub(crate) struct Deadline<S> {
     inner: S,
     /// The redacted URL, for the error.
     url: String,
-    limit: Duration,
+    limit: Option<Duration>,
 }
 
 impl<S: Store> Deadline<S> {
     pub(crate) fn new(inner: S, url: String, limit: Duration) -> Self {
-        Self { inner, url, limit }
+        Self { inner, url, limit: Some(limit) }
+    }
+
+    /// Times every call of `inner` without bounding it.
+    pub(crate) fn timed_only(inner: S, url: String) -> Self {
+        Self { inner, url, limit: None }
     }
 
     async fn bound<T>(&self, call: &'static str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.limit, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Unavailable {
-                url: self.url.clone(),
-                reason: format!(
-                    "{call} got no answer from the database within {:?}: the network or the server is stalled",
-                    self.limit
-                ),
-            }),
-        }
+        let started = std::time::Instant::now();
+        let result = match self.limit {
+            None => fut.await,
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Unavailable {
+                    url: self.url.clone(),
+                    reason: format!(
+                        "{call} got no answer from the database within {limit:?}: the network or the server is stalled"
+                    ),
+                }),
+            },
+        };
+        metrics::histogram!(STORE_CALL_DURATION, "call" => call).record(started.elapsed().as_secs_f64());
+        result
     }
 }
 
@@ -208,6 +228,31 @@ impl<S: Store> Store for Deadline<S> {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         self.bound("queue_stats", self.inner.queue_stats()).await
+    }
+
+    async fn event_head(&self) -> Result<EventPosition> {
+        self.bound("event_head", self.inner.event_head()).await
+    }
+
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>> {
+        self.bound("event_position", self.inner.event_position(seq)).await
+    }
+
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>> {
+        self.bound("events_after", self.inner.events_after(after, item, limit)).await
+    }
+
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()> {
+        self.bound("record_reaper_pass", self.inner.record_reaper_pass(counts, at)).await
+    }
+
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals> {
+        self.bound("reaper_totals", self.inner.reaper_totals(now)).await
     }
 
     async fn register_node(

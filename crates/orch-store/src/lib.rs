@@ -17,6 +17,7 @@ mod postgres;
 mod sqlite;
 mod types;
 
+pub use deadline::STORE_CALL_DURATION;
 pub use types::*;
 
 use std::sync::Arc;
@@ -263,8 +264,38 @@ pub trait Store: Send + Sync + 'static {
     /// appear a few milliseconds later (see docs/STORE.md, "The event stream").
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
 
+    /// The position of the last *settled* event: one no later event can be
+    /// ordered before (docs/STORE.md, "The event stream"); `EventPosition::START`
+    /// when there is none. A stream that starts here delivers only events that
+    /// settle from now on.
+    async fn event_head(&self) -> Result<EventPosition>;
+
+    /// The position of event `seq`, so a reader can resume after the last event it
+    /// delivered; `None` if there is no such event.
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>>;
+
+    /// Settled events after `after` in stream order, at most `limit`, only those of
+    /// `item` when given. Stream order never goes back: every event this returns
+    /// later is after every event it returned before, so a reader that asks again
+    /// from the last position it got misses nothing and repeats nothing, on
+    /// PostgreSQL too, where seqs commit out of order.
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>>;
+
     /// The counts `GET /queue` and `orch queue` show.
     async fn queue_stats(&self) -> Result<QueueStats>;
+
+    /// Adds one reaper pass's counts to the cluster-wide totals and moves
+    /// `last_pass_at` to `at` unless a later pass is recorded, in one statement.
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()>;
+
+    /// The reaper's totals over every node and restart, and how many jobs are
+    /// `finishing` under a lease still live at `now`.
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals>;
 
     // --- nodes (DESIGN §5) ------------------------------------------------------
 
@@ -318,7 +349,8 @@ pub trait Store: Send + Sync + 'static {
 /// `UnknownScheme`, `Unavailable`, `SchemaTooNew` or `Migration`, each naming the URL.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        let store = sqlite::SqliteStore::open(url).await?;
+        Ok(Arc::new(deadline::Deadline::timed_only(store, common::redact(url))))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         postgres::PgStore::open(url).await
     } else {

@@ -45,9 +45,9 @@ use crate::common::{
 };
 use crate::deadline::Deadline;
 use crate::{
-    Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent, NewItem, NewPr,
-    NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store, TakeOver,
-    TransitionCommit,
+    Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
+    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
+    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// Migrations embedded in the binary, in order. Forward-only.
@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_commit_guard.sql")),
     (4, include_str!("../migrations/postgres/0004_nodes.sql")),
     (5, include_str!("../migrations/postgres/0005_vcs.sql")),
+    (6, include_str!("../migrations/postgres/0006_event_stream.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -91,6 +92,30 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Attempts for a transaction that hit a deadlock or serialization failure.
 const TX_ATTEMPTS: u32 = 5;
+/// The bound below which an event is settled, as SQL taking the parameter `$n`
+/// (`bigint[]`, from `other_database_xids`): the oldest transaction still
+/// running in the statement's snapshot apart from other databases' (compared
+/// on the low 32 bits, as `pg_stat_activity` shows xids), or the snapshot's
+/// xmax when none is. `pg_current_snapshot()` is the statement's own snapshot
+/// each time it is called, and the subquery runs once per statement.
+macro_rules! settled_bound {
+    ($n:literal) => {
+        concat!(
+            "COALESCE((SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+             WHERE NOT ((x::text::bigint % 4294967296) = ANY(",
+            $n,
+            "::bigint[]))), pg_snapshot_xmax(pg_current_snapshot()))"
+        )
+    };
+}
+
+/// Adds a pass's counts ($1–$4) and keeps the latest pass's end ($5), in one
+/// statement over the seeded rows (row locks taken in one order: no deadlock).
+const REAPER_PASS_SQL: &str = "UPDATE reaper_counters SET value = CASE name \
+     WHEN 'finalizer_defers' THEN value + $1 WHEN 'reaped_tier1' THEN value + $2 \
+     WHEN 'reaped_tier2' THEN value + $3 WHEN 'reaped_tier3' THEN value + $4 \
+     WHEN 'last_pass_at' THEN GREATEST(value, $5) ELSE value END";
+
 /// Longest pause between retries of a failed LISTEN connection.
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Key of the advisory lock that serialises migrations across nodes.
@@ -189,6 +214,22 @@ impl PgStore {
             Fail::Sql(e) => self.err(e),
             Fail::Store(e) => e,
         }
+    }
+
+    /// The (32-bit) ids of transactions running now in *other* databases of the
+    /// cluster. They can never write this database's events, so the event
+    /// stream need not wait for them; read before the stream's own snapshot is
+    /// taken, so a transaction of this database is never among them (see
+    /// docs/STORE.md, "The event stream"). Without the privilege to see other
+    /// sessions the list is shorter, which only makes the stream wait longer.
+    async fn other_database_xids(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "SELECT backend_xid::text::bigint FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// Wakes local waiters at once and other nodes through NOTIFY (coalesced).
@@ -1373,21 +1414,113 @@ impl Store for PgStore {
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         // Seqs come from a sequence, so concurrent writers can commit seq n+1 before
         // seq n. Handing out n+1 first would let a tailing reader skip n for ever.
-        // An event is handed out only once every transaction that was still writing
-        // when it committed has ended: its xid is below the snapshot's xmin (the
-        // oldest transaction still running). The cost is a delay of as long as the
-        // oldest open write transaction on the server (milliseconds for orch's own).
+        // An event is handed out only once it is settled: every transaction of
+        // this database that was still writing when it committed has ended (the
+        // bound `events_after` uses; docs/STORE.md). The cost is a delay of as long
+        // as the oldest open write transaction of this database.
+        let others = self.other_database_xids().await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM events WHERE seq > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $2"
+            " FROM events WHERE seq > $1 AND xid < ",
+            settled_bound!("$3"),
+            " ORDER BY seq LIMIT $2"
         ))
         .bind(after)
         .bind(i64::from(limit))
+        .bind(others)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event_head(&self) -> Result<EventPosition> {
+        // The last settled event: no event that becomes visible later can sort
+        // before it (docs/STORE.md, "The event stream").
+        let others = self.other_database_xids().await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT xid::text::bigint, seq FROM events WHERE xid < ",
+            settled_bound!("$1"),
+            " ORDER BY xid DESC, seq DESC LIMIT 1"
+        ))
+        .bind(others)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.map_or(EventPosition::START, |(xid, seq)| EventPosition { xid, seq }))
+    }
+
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>> {
+        let xid: Option<i64> = sqlx::query_scalar("SELECT xid::text::bigint FROM events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(xid.map(|xid| EventPosition { xid, seq }))
+    }
+
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>> {
+        // Stream order is (xid, seq), and only settled transactions are handed
+        // out: older than every transaction of this database still running when
+        // the statement's snapshot was taken. Every event not handed out yet
+        // belongs to a transaction that was running or had no xid then, so its
+        // xid is at or above that bound, above everything handed out: the order
+        // never goes back (the argument is in docs/STORE.md).
+        let others = self.other_database_xids().await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            ", xid::text::bigint AS xid_n FROM events \
+             WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < ",
+            settled_bound!("$5"),
+            " AND ($3::text IS NULL OR item = $3) ORDER BY xid, seq LIMIT $4"
+        ))
+        .bind(after.xid.to_string())
+        .bind(after.seq)
+        .bind(item.map(ToString::to_string))
+        .bind(i64::from(limit))
+        .bind(others)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let event = event_from_row(r)?;
+                let xid: i64 = r.try_get("xid_n").map_err(|e| self.err(e))?;
+                Ok(PositionedEvent { position: EventPosition { xid, seq: event.seq }, event })
+            })
+            .collect()
+    }
+
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()> {
+        sqlx::query(REAPER_PASS_SQL)
+            .bind(common::count_i64(counts.finalizer_defers))
+            .bind(common::count_i64(counts.reaped_tier1))
+            .bind(common::count_i64(counts.reaped_tier2))
+            .bind(common::count_i64(counts.reaped_tier3))
+            .bind(at.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, value FROM reaper_counters UNION ALL \
+             SELECT 'finalizer_owned', COUNT(*) FROM jobs WHERE status = 'finishing' AND lease_expires_at > $1",
+        )
+        .bind(now.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(common::reaper_totals(&rows))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

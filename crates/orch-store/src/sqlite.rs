@@ -44,9 +44,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::common::{self, event_columns, item_select, job_columns, node_columns, pr_select};
 use crate::{
-    ActiveJob, Backend, CommitOutcome, Error, Event, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
-    NewItem, NewPr, NodeRecord, NodeRegistration, Page, PrUpdate, PullRequest, QueueStats, Result, RunInfo, Store,
-    TakeOver, TransitionCommit,
+    ActiveJob, Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId,
+    NewEvent, NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
+    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -68,6 +68,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_commit_guard.sql")),
     (4, include_str!("../migrations/sqlite/0004_nodes.sql")),
     (5, include_str!("../migrations/sqlite/0005_vcs.sql")),
+    (6, include_str!("../migrations/sqlite/0006_event_stream.sql")),
 ];
 
 /// The highest schema version this binary knows.
@@ -1525,6 +1526,87 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn event_head(&self) -> Result<EventPosition> {
+        // One writer commits seqs in order, so the largest seq is settled.
+        let seq = self.read(|w| w.one::<i64>("SELECT seq FROM events ORDER BY seq DESC LIMIT 1", [])).await?;
+        Ok(seq.map_or(EventPosition::START, |seq| EventPosition { xid: 0, seq }))
+    }
+
+    async fn event_position(&self, seq: i64) -> Result<Option<EventPosition>> {
+        let found = self.read(move |w| w.one::<i64>("SELECT seq FROM events WHERE seq = ?1", params![seq])).await?;
+        Ok(found.map(|seq| EventPosition { xid: 0, seq }))
+    }
+
+    async fn events_after(
+        &self,
+        after: EventPosition,
+        item: Option<&ItemKey>,
+        limit: u32,
+    ) -> Result<Vec<PositionedEvent>> {
+        // Seq order is commit order here (one writer), so seq alone is the position.
+        let item = item.map(ToString::to_string);
+        let events = self
+            .read(move |w| match item {
+                None => w.rows(
+                    concat!("SELECT ", event_columns!(), " FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                    params![after.seq, limit],
+                    event_from_row,
+                ),
+                Some(item) => w.rows(
+                    concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE item = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    ),
+                    params![item, after.seq, limit],
+                    event_from_row,
+                ),
+            })
+            .await?;
+        Ok(events
+            .into_iter()
+            .map(|event| PositionedEvent { position: EventPosition { xid: 0, seq: event.seq }, event })
+            .collect())
+    }
+
+    async fn record_reaper_pass(&self, counts: ReaperPassCounts, at: Timestamp) -> Result<()> {
+        self.write(Result::is_ok, move |w| {
+            w.execute(
+                "UPDATE reaper_counters SET value = CASE name \
+                 WHEN 'finalizer_defers' THEN value + ?1 WHEN 'reaped_tier1' THEN value + ?2 \
+                 WHEN 'reaped_tier2' THEN value + ?3 WHEN 'reaped_tier3' THEN value + ?4 \
+                 WHEN 'last_pass_at' THEN MAX(value, ?5) ELSE value END",
+                params![
+                    common::count_i64(counts.finalizer_defers),
+                    common::count_i64(counts.reaped_tier1),
+                    common::count_i64(counts.reaped_tier2),
+                    common::count_i64(counts.reaped_tier3),
+                    at.as_millis()
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn reaper_totals(&self, now: Timestamp) -> Result<ReaperTotals> {
+        let rows = self
+            .read(move |w| {
+                w.rows(
+                    "SELECT name, value FROM reaper_counters UNION ALL \
+                     SELECT 'finalizer_owned', COUNT(*) FROM jobs WHERE status = 'finishing' AND lease_expires_at > ?1",
+                    params![now.as_millis()],
+                    |r| {
+                        let name: String = r.get(0).map_err(|e| corrupt("reaper_counters", e))?;
+                        let value: i64 = r.get(1).map_err(|e| corrupt("reaper_counters", e))?;
+                        Ok((name, value))
+                    },
+                )
+            })
+            .await?;
+        Ok(common::reaper_totals(&rows))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

@@ -410,3 +410,58 @@ pub struct NodeRecord {
     /// measured, and always 0 on SQLite, which has no clock of its own).
     pub clock_offset_ms: i64,
 }
+
+/// A place in the event stream, between two events: a reader that has delivered
+/// an event asks for the events after its position. Positions order events the
+/// way the stream delivers them, which is not always seq order: on PostgreSQL
+/// sequence numbers can commit out of order, so the position is the writing
+/// transaction's id, then the seq (docs/STORE.md, "The event stream"). Only the
+/// store makes positions; callers compare them and hand them back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventPosition {
+    /// The writing transaction's id on PostgreSQL; 0 on SQLite, which commits
+    /// in seq order. Compared first.
+    pub(crate) xid: i64,
+    pub(crate) seq: i64,
+}
+
+impl EventPosition {
+    /// Before every event.
+    pub const START: EventPosition = EventPosition { xid: 0, seq: 0 };
+
+    /// The seq of the event this position is at (0 before every event).
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+}
+
+/// One event with its place in the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PositionedEvent {
+    pub position: EventPosition,
+    pub event: Event,
+}
+
+/// What one reaper pass did, added to the cluster-wide totals by
+/// `Store::record_reaper_pass`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaperPassCounts {
+    /// Tier-2 deferrals to a finalizer holding a live lease.
+    pub finalizer_defers: u64,
+    pub reaped_tier1: u64,
+    pub reaped_tier2: u64,
+    pub reaped_tier3: u64,
+}
+
+/// The reaper's totals over every node and every restart, for `GET /queue`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReaperTotals {
+    pub finalizer_defers_total: u64,
+    pub reaped_tier1: u64,
+    pub reaped_tier2: u64,
+    pub reaped_tier3: u64,
+    /// When any node last finished a reaper pass; `None` before the first.
+    pub last_pass_at: Option<Timestamp>,
+    /// Jobs `finishing` under a lease that is live at the `now` asked about.
+    pub finalizer_owned: u64,
+}

@@ -1,7 +1,7 @@
 //! `orch queue`: what `GET /queue` returns, read straight from the store: items by
 //! status and stage, jobs by status, the running jobs, and the reaper's settings.
 //! `--json` prints the document `GET /queue` serves (one function builds both);
-//! the reaper's live counters belong to a running node and are `null` here.
+//! the reaper's counters are the cluster's, read from the store.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,8 +20,10 @@ pub(crate) struct Args {
 pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     context::with_store(config_path, |config, store| async move {
         if args.json {
-            // The document `GET /queue` serves, without a node's live counters.
-            let doc = orch_server::queue::document(store.as_ref(), &config, None).await?;
+            // The document `GET /queue` serves, at the store's time where it has
+            // a clock (PostgreSQL), else this host's.
+            let now = store.store_time().await?.unwrap_or_else(orch_engine::clock::system_now);
+            let doc = orch_server::queue::document(store.as_ref(), &config, now).await?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
         }

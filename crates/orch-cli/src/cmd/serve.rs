@@ -74,6 +74,8 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
                 }
             }
         });
+        // Cancel: stops. Error: none possible.
+        tokio::spawn(orch_server::metrics_upkeep(shutdown.clone()));
         let token = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Html;
+use orch_core::Timestamp;
+use orch_engine::Node;
 use orch_store::JobId;
 use serde_json::Value;
 
@@ -27,12 +29,13 @@ const LOOKUPS_MAX: usize = 200;
 
 /// `GET /ui/health`.
 pub(crate) async fn page(State(state): State<AppState>) -> Result<Html<String>, PageError> {
-    let snapshot = state.node.as_ref().map(|n| (n.node_id().to_owned(), n.metrics()));
-    let live = snapshot.as_ref().map(|(id, m)| (id.as_str(), m));
-    let doc = queue::document(state.store.as_ref(), &state.config, live).await?;
+    // The store's time (this clock plus the node's measured offset to it), the
+    // time leases are stamped and judged in, as `GET /queue` does.
+    let offset_ms = state.node.as_ref().map_or(0, Node::clock_offset_ms);
+    let now = Timestamp::from_millis(state.clock.now().as_millis() + offset_ms);
+    let doc = queue::document(state.store.as_ref(), &state.config, now).await?;
     let stats = state.store.queue_stats().await?;
     let nodes = state.store.nodes().await?;
-    let now = state.clock.now();
 
     let mut body = String::from("<h1>Health</h1>");
     reaper_block(&mut body, &doc);
@@ -150,8 +153,9 @@ fn reaper_block(out: &mut String, doc: &Value) {
         other => esc(&other.to_string()),
     };
     let from = match &doc["counters_from"] {
-        Value::String(id) => format!("counters of node {} since it started", esc(id)),
-        _ => "no node beside this server: counters unknown".into(),
+        Value::String(c) if c == "cluster" => "counters of the whole cluster, kept in the store".to_owned(),
+        Value::String(id) => format!("counters of node {}", esc(id)),
+        _ => "counters unknown".into(),
     };
     let _ = write!(
         out,

@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod durability;
+mod event_stream;
 mod migrations;
 mod nodes;
 mod pg_only;
@@ -41,6 +42,10 @@ macro_rules! conformance {
 }
 
 conformance! {
+    events_after_pages_resumes_and_filters => crate::event_stream::events_after_pages_resumes_and_filters,
+    tailing_reader_gets_every_event_once_under_16_writers =>
+        crate::event_stream::tailing_reader_gets_every_event_once_under_16_writers,
+    reaper_totals_add_up_and_survive_reopen => crate::event_stream::reaper_totals_add_up_and_survive_reopen,
     create_item_queues_first_job => crate::specs::create_item_queues_first_job,
     keys_unique_and_gap_free_under_concurrency => crate::specs::keys_unique_and_gap_free_under_concurrency,
     keys_gap_free_across_two_opens => crate::specs::keys_gap_free_across_two_opens,

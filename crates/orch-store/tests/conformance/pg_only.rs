@@ -46,6 +46,48 @@ async fn events_since_never_skips_a_seq_still_in_flight() {
     assert_eq!(all[0].seq, held);
 }
 
+/// The order `events_after` hands out is the writing transactions' order, not
+/// seq order: transaction A takes its xid first, B then appends seq n, A appends
+/// seq n+1 and commits while B is still open. A's event is handed out first; B's
+/// seq n, committed later, still follows it (a reader tailing by seq — as
+/// `events_since` does — would have moved past n and lost it for ever).
+#[tokio::test]
+async fn events_after_never_goes_back_when_seqs_commit_out_of_order() {
+    let db = TestDb::postgres().await;
+    let mut a = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut b = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut ta = a.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *ta).await.unwrap();
+    let mut tb = b.begin().await.unwrap();
+    let insert = "INSERT INTO events (at, item, kind, data) VALUES (0, 'SHOP-1', $1, '{}') RETURNING seq";
+    let seq_b: i64 = sqlx::query_scalar(insert).bind("reaper.reaped").fetch_one(&mut *tb).await.unwrap();
+    let seq_a: i64 = sqlx::query_scalar(insert).bind("reaper.deferred").fetch_one(&mut *ta).await.unwrap();
+    assert!(seq_a > seq_b);
+    ta.commit().await.unwrap();
+    // Other tests' transactions on the same server may hold the xmin back a moment.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let first = db.store.events_after(orch_store::EventPosition::START, None, 10).await.unwrap();
+        if !first.is_empty() || tokio::time::Instant::now() > deadline {
+            break first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(first.iter().map(|p| p.event.seq).collect::<Vec<_>>(), [seq_a], "A settled, B still open");
+    assert!(db.store.events_since(seq_a, 10).await.unwrap().is_empty());
+    tb.commit().await.unwrap();
+    let next = loop {
+        let next = db.store.events_after(first[0].position, None, 10).await.unwrap();
+        if !next.is_empty() || tokio::time::Instant::now() > deadline {
+            break next;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(next.iter().map(|p| p.event.seq).collect::<Vec<_>>(), [seq_b], "B's lower seq still follows A's");
+    assert!(db.store.events_since(seq_a, 10).await.unwrap().is_empty(), "tailing by seq loses seq {seq_b}");
+    assert_eq!(db.store.event_head().await.unwrap(), next[0].position);
+}
+
 /// The reaper's, the claim's and the views' queries have an index path: with
 /// sequential scans priced out, the planner still finds no need for one.
 #[tokio::test]
@@ -63,6 +105,9 @@ async fn hot_queries_use_indexes() {
         "SELECT id FROM jobs WHERE item = 'A-1' ORDER BY id",
         "SELECT seq FROM events WHERE item = 'A-1' ORDER BY seq",
         "SELECT seq FROM events WHERE seq > 5 ORDER BY seq LIMIT 5",
+        "SELECT seq FROM events WHERE (xid, seq) > ('5'::xid8, 5) AND xid < '9'::xid8 ORDER BY xid, seq LIMIT 5",
+        "SELECT seq FROM events WHERE xid < '9'::xid8 ORDER BY xid DESC, seq DESC LIMIT 1",
+        "SELECT COUNT(*) FROM jobs WHERE status = 'finishing' AND lease_expires_at > 5",
         "SELECT status, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY status",
         "SELECT status, SUM(n) FROM status_counts WHERE tbl = 'items' GROUP BY status",
         "SELECT stage, COUNT(*) FROM items WHERE status NOT IN ('done', 'cancelled') GROUP BY stage",
