@@ -7,10 +7,19 @@ use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
 
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process answers", body = crate::schema::Status)))]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// The store answers and the node beside this server has registered.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Ready to work", body = crate::schema::Status),
+        (status = 503, description = "The store cannot be reached, or the node has not registered", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let nodes =
         state.store.nodes().await.map_err(|e| ApiError::Unavailable(format!("the store is unreachable: {e}")))?;

@@ -70,6 +70,13 @@ pub async fn document(
     }))
 }
 
+/// Counts by status and stage, running jobs, nodes and the reaper block.
+#[utoipa::path(get, path = "/queue", operation_id = "getQueue", tag = "queue", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The queue document", body = crate::schema::QueueDocument),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.node.as_ref().map(|n| (n.node_id().to_owned(), n.metrics()));
     let live = snapshot.as_ref().map(|(id, m)| (id.as_str(), m));

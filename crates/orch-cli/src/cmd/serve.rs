@@ -46,6 +46,13 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("server.listen {listen:?} does not resolve"))?
             .collect();
         orch_server::check_exposure(&addrs, token.is_some(), args.insecure_open).map_err(anyhow::Error::msg)?;
+        if config.server.auth_reads && token.is_none() {
+            anyhow::bail!(
+                "server.auth_reads = true (in {} or ORCH_SERVER_AUTH_READS) needs a token to check reads against, \
+                 and ORCH_SERVER_TOKEN is not set: set it, or set server.auth_reads = false",
+                config.source.display()
+            );
+        }
         let listener = tokio::net::TcpListener::bind(addrs.as_slice())
             .await
             .with_context(|| format!("cannot listen on server.listen {listen}"))?;
