@@ -38,11 +38,12 @@ pub(crate) fn load(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Resul
     Ok(config::load(path, &text, env))
 }
 
-/// Warns on stderr about `ORCH_<SECTION>_…` variables that override nothing, which
-/// are most likely misspelt overrides.
+/// Warns about `ORCH_<SECTION>_…` variables that override nothing, which are most
+/// likely misspelt overrides. Through `tracing`, so `orch serve --log-format json`
+/// keeps every stderr line JSON.
 pub(crate) fn warn_stray_overrides(env: &BTreeMap<String, String>) {
     for stray in config::stray_overrides(env) {
         let hint = stray.suggestion.map(|s| format!("; did you mean {s}?")).unwrap_or_default();
-        eprintln!("warning: {} overrides no config key and is ignored{hint}", stray.var);
+        tracing::warn!("{} overrides no config key and is ignored{hint}", stray.var);
     }
 }

@@ -29,6 +29,18 @@ pub(crate) struct Args {
     /// who can reach it may file and steer items).
     #[arg(long)]
     insecure_open: bool,
+    /// How diagnostics are written to stderr: `text` for people (colour only at a
+    /// terminal), `json` for log shippers (one object per line).
+    #[arg(long, value_enum, env = "ORCH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How long in-flight requests get to finish once the node has stopped.
