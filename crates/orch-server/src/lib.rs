@@ -23,6 +23,7 @@
 
 mod access;
 mod auth;
+mod coalesce;
 mod error;
 mod health;
 mod items;
@@ -67,13 +68,15 @@ pub struct AppState {
     token: Option<Arc<str>>,
     /// Whether reads need the token too (`[server] auth_reads`).
     auth_reads: bool,
+    /// `GET /queue`'s document, built once for concurrent requests.
+    queue: Arc<coalesce::Coalesced>,
 }
 
 impl AppState {
     /// A state with no node (counters unknown) and no token (mutations open).
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
         let auth_reads = config.server.auth_reads;
-        Self { store, config, clock, node: None, token: None, auth_reads }
+        Self { store, config, clock, node: None, token: None, auth_reads, queue: Arc::default() }
     }
 
     /// Serves the live counters of `node` in `GET /queue`, and makes `/readyz`

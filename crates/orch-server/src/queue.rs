@@ -10,8 +10,10 @@
 //! `null`. Cluster-wide counters that survive restarts (kept in the store) are
 //! future work; `counters_from` says whose counters are shown.
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use orch_core::Timestamp;
 use orch_core::config::Config;
 use orch_engine::MetricsSnapshot;
@@ -77,8 +79,17 @@ pub async fn document(
         (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
         (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
     ))]
-pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let snapshot = state.node.as_ref().map(|n| (n.node_id().to_owned(), n.metrics()));
-    let live = snapshot.as_ref().map(|(id, m)| (id.as_str(), m));
-    Ok(Json(document(state.store.as_ref(), &state.config, live).await?))
+pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Response, ApiError> {
+    // Concurrent requests share one build (each answer still built after its
+    // request arrived): under many clients the store sees one build at a time.
+    let doc = state
+        .queue
+        .get(|| async {
+            let snapshot = state.node.as_ref().map(|n| (n.node_id().to_owned(), n.metrics()));
+            let live = snapshot.as_ref().map(|(id, m)| (id.as_str(), m));
+            let doc = document(state.store.as_ref(), &state.config, live).await?;
+            serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| ApiError::Internal(format!("queue document: {e}")))
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], doc).into_response())
 }
