@@ -39,11 +39,16 @@ pub(crate) fn load(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Resul
 }
 
 /// Warns about `ORCH_<SECTION>_…` variables that override nothing, which are most
-/// likely misspelt overrides. Through `tracing`, so `orch serve --log-format json`
-/// keeps every stderr line JSON.
+/// likely misspelt overrides: a plain `warning:` line for people, or through
+/// `tracing` under `orch serve --log-format json`, so every stderr line stays JSON.
 pub(crate) fn warn_stray_overrides(env: &BTreeMap<String, String>) {
     for stray in config::stray_overrides(env) {
         let hint = stray.suggestion.map(|s| format!("; did you mean {s}?")).unwrap_or_default();
-        tracing::warn!("{} overrides no config key and is ignored{hint}", stray.var);
+        let message = format!("{} overrides no config key and is ignored{hint}", stray.var);
+        if crate::json_logs() {
+            tracing::warn!("{message}");
+        } else {
+            eprintln!("warning: {message}");
+        }
     }
 }

@@ -79,6 +79,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Set once logging writes JSON (`orch serve --log-format json`): the few lines
+/// written outside `tracing` for people must then go through it too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr carries JSON log lines only.
+pub(crate) fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Diagnostics go to stderr; data to stdout. `RUST_LOG` overrides the level, which
 /// is `info` for `serve` (one line per decision) and `warn` for one-shot verbs.
 /// `json` writes one object per line, the event's fields at the top level and its
@@ -93,7 +102,10 @@ fn init_logging(serving: bool, format: LogFormat) {
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => fmt.with_ansi(ansi).init(),
-        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        }
     }
 }
 
