@@ -38,11 +38,17 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: Backend) -> Self {
+        Self::with(backend, &[], None).await
+    }
+
+    /// With environment overrides of the config and a bearer token.
+    async fn with(backend: Backend, env: &[(&str, &str)], token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = config_text("", FAST_REAPER);
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
-        let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let config = orch_core::config::load(&path, &text, &env).unwrap_or_else(|e| panic!("{e}"));
         let (url, pg) = match backend {
             Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
             Backend::Postgres => {
@@ -52,7 +58,10 @@ impl Fixture {
         };
         let store = orch_store::open(&url).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
-        let app = router(AppState::new(Arc::clone(&store), Arc::new(config), Arc::clone(&clock)));
+        let app = router(
+            AppState::new(Arc::clone(&store), Arc::new(config), Arc::clone(&clock))
+                .with_token(token.map(str::to_owned)),
+        );
         Self { dir, store, clock, app, _pg: pg }
     }
 
@@ -251,4 +260,21 @@ async fn health_charts_count_only_the_last_hour_of_a_long_log(backend: Backend) 
     }
     let shown = (before..=after).find(|n| health.contains(&format!("last hour ({n} in all)")));
     assert!(shown.is_some(), "the chart counts between {before} and {after} moves: {health}");
+}
+
+/// Precondition: a token and `[server] auth_reads`. A browser cannot send the
+/// token with a page or an event stream, so every page refuses (403, saying
+/// why) instead of showing what the API keeps behind the token; the assets,
+/// which hold no data, stay open. Without `auth_reads` the pages are open.
+#[tokio::test]
+async fn pages_refuse_while_reads_need_the_token() {
+    let f = Fixture::with(Backend::Sqlite, &[("ORCH_SERVER_AUTH_READS", "true")], Some("s3cret")).await;
+    for uri in ["/", "/ui/items/SHOP-1", "/ui/jobs/1", "/ui/health", "/ui/nope"] {
+        let page = f.page(uri, StatusCode::FORBIDDEN).await;
+        assert!(page.contains("auth_reads"), "{uri}: {page}");
+    }
+    let (s, _, _) = f.get("/ui/assets/dash.js").await;
+    assert_eq!(s, StatusCode::OK);
+    let open = Fixture::with(Backend::Sqlite, &[], Some("s3cret")).await;
+    open.page("/", StatusCode::OK).await;
 }

@@ -37,7 +37,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The dashboard's routes, to be merged into the API's router.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(board::page))
         .route("/ui/items/{key}", get(item::page))
@@ -46,7 +46,30 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/assets/{name}", get(assets::asset))
         // Any other /ui/ path is a page that does not exist: say so as a page.
         .route("/ui/{*rest}", get(no_page))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), reads_allowed))
         .layer(axum::middleware::map_response(secure))
+}
+
+/// With `[server] auth_reads` and a token, reads need `Authorization: Bearer`,
+/// which a browser cannot send when it opens a page or an `EventSource`: the
+/// pages refuse, saying why, rather than show what the API would not (the
+/// assets hold no data and stay open). Signing the browser in is future work.
+async fn reads_allowed(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.token.is_some() && state.auth_reads && !req.uri().path().starts_with("/ui/assets/") {
+        return PageError {
+            status: StatusCode::FORBIDDEN,
+            message: "the dashboard is off while [server] auth_reads is set: a browser cannot send the bearer \
+                      token with a page or an event stream. Use the JSON API with the token, or turn auth_reads \
+                      off on a trusted network"
+                .into(),
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn no_page(uri: axum::http::Uri) -> PageError {
