@@ -38,11 +38,17 @@ pub(crate) fn load(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Resul
     Ok(config::load(path, &text, env))
 }
 
-/// Warns on stderr about `ORCH_<SECTION>_…` variables that override nothing, which
-/// are most likely misspelt overrides.
+/// Warns about `ORCH_<SECTION>_…` variables that override nothing, which are most
+/// likely misspelt overrides: a plain `warning:` line for people, or through
+/// `tracing` under `orch serve --log-format json`, so every stderr line stays JSON.
 pub(crate) fn warn_stray_overrides(env: &BTreeMap<String, String>) {
     for stray in config::stray_overrides(env) {
         let hint = stray.suggestion.map(|s| format!("; did you mean {s}?")).unwrap_or_default();
-        eprintln!("warning: {} overrides no config key and is ignored{hint}", stray.var);
+        let message = format!("{} overrides no config key and is ignored{hint}", stray.var);
+        if crate::json_logs() {
+            tracing::warn!("{message}");
+        } else {
+            eprintln!("warning: {message}");
+        }
     }
 }

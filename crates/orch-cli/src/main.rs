@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cmd::serve::LogFormat;
 
 /// orch: the orchestrator that drives work items through AI-agent pipelines.
 #[derive(Debug, Parser)]
@@ -52,7 +53,11 @@ enum Command {
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve(_)));
+    let (serving, format) = match &cli.command {
+        Command::Serve(args) => (true, args.log_format),
+        _ => (false, LogFormat::Text),
+    };
+    init_logging(serving, format);
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Init(args) => cmd::init::run(&args),
@@ -68,22 +73,45 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            if format == LogFormat::Json {
+                // A log shipper reads every stderr line as JSON, the last one too.
+                tracing::error!(error = format!("{err:#}"), "orch failed");
+            } else {
+                eprintln!("error: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// Set once logging writes JSON (`orch serve --log-format json`): the few lines
+/// written outside `tracing` for people must then go through it too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr carries JSON log lines only.
+pub(crate) fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Diagnostics go to stderr; data to stdout. `RUST_LOG` overrides the level, which
 /// is `info` for `serve` (one line per decision) and `warn` for one-shot verbs.
-fn init_logging(serving: bool) {
+/// `json` writes one object per line, the event's fields at the top level and its
+/// span's (an HTTP request's method, path and id) under `span`.
+fn init_logging(serving: bool, format: LogFormat) {
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour only for a person at a terminal: `orch serve 2> file` and log
     // shippers get plain text, not escape codes (and NO_COLOR is honoured).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(ansi).init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        }
+    }
 }
 
 /// `orch item list | head` closes our stdout early; `println!` then panics. Exit

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::deployment::{Deployment, FAST, PASS, alive, kill9, sqlite, terminate};
+use common::proxy::FreezableProxy;
 use common::{ORCH, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -149,53 +150,6 @@ fn an_agent_that_kills_its_node_on_every_run_ends_blocked() {
     );
     assert!(blocked["reason"].as_str().is_some_and(|r| !r.is_empty()));
     dep.assert_audit_clean();
-}
-
-/// A TCP proxy (socat) in front of the test PostgreSQL server that the test can
-/// freeze (SIGSTOP: connections stall with no error, as behind a hung middlebox)
-/// and thaw.
-struct FreezableProxy {
-    child: std::process::Child,
-    port: u16,
-    /// The server's `host:port` the proxy forwards to.
-    target: String,
-}
-
-impl FreezableProxy {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let target = {
-            let admin = orch_test_support::pg_admin_url();
-            let host_port = admin.split('@').nth(1).and_then(|r| r.split('/').next()).unwrap_or("127.0.0.1:5432");
-            host_port.to_owned()
-        };
-        use std::os::unix::process::CommandExt;
-        let child = Command::new("socat")
-            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
-            .arg(format!("TCP:{target}"))
-            .process_group(0)
-            .spawn()
-            .expect("socat is needed for this test (Debian package socat; scripts/test installs it)");
-        wait_until("the proxy to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-        Self { child, port, target }
-    }
-
-    /// `url` (a database on the test server) reached through the proxy instead.
-    fn url_for(&self, url: &str) -> String {
-        url.replacen(&self.target, &format!("127.0.0.1:{}", self.port), 1)
-    }
-
-    fn signal(&self, sig: Signal) {
-        nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for FreezableProxy {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
-        let _ = nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
 }
 
 fn now_ns() -> u128 {

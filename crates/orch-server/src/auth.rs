@@ -1,7 +1,7 @@
 //! Who may change things: with `ORCH_SERVER_TOKEN` set, every mutation needs
 //! `Authorization: Bearer <token>`; without one, only a loopback listener may be
-//! open (or an operator who says `--insecure-open`). Reads stay open: `[server]
-//! auth_reads` is future work.
+//! open (or an operator who says `--insecure-open`). With `[server] auth_reads`
+//! reads need it too, except the probes and the OpenAPI document.
 
 use std::net::SocketAddr;
 
@@ -15,7 +15,7 @@ use crate::{ApiError, AppState};
 /// Refuses a mutation that lacks the configured token.
 pub(crate) async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.token
-        && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && needs_token(req.method(), req.uri().path(), state.auth_reads)
     {
         let given = req
             .headers()
@@ -28,6 +28,17 @@ pub(crate) async fn require_token(State(state): State<AppState>, req: Request, n
         }
     }
     next.run(req).await
+}
+
+/// Paths open whatever `auth_reads` says: probes (a load balancer has no token)
+/// and the API's description (the same for every deployment, holding no data).
+const OPEN_READS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// Whether a request needs the token (when one is set): every mutation, and with
+/// `auth_reads` every read but [`OPEN_READS`].
+fn needs_token(method: &Method, path: &str, auth_reads: bool) -> bool {
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    !read || (auth_reads && !OPEN_READS.contains(&path))
 }
 
 /// `given == secret`, in a time that depends on the secret's length only: every
@@ -71,6 +82,21 @@ mod tests {
         assert!(!fixed_time_eq(b"s3cretX", b"s3cret"));
         assert!(!fixed_time_eq(b"S3cret", b"s3cret"));
         assert!(!fixed_time_eq(b"", b"s3cret"));
+    }
+
+    #[test]
+    fn reads_need_the_token_only_with_auth_reads_and_probes_never() {
+        for path in ["/queue", "/items", "/items/SHOP-1", "/jobs/1/log", "/nope"] {
+            assert!(!needs_token(&Method::GET, path, false), "{path}");
+            assert!(needs_token(&Method::GET, path, true), "{path}");
+            assert!(needs_token(&Method::HEAD, path, true), "{path}");
+        }
+        for path in OPEN_READS {
+            assert!(!needs_token(&Method::GET, path, true), "{path}");
+            assert!(needs_token(&Method::POST, path, false), "{path}");
+        }
+        assert!(needs_token(&Method::POST, "/items", false));
+        assert!(needs_token(&Method::DELETE, "/items/SHOP-1", false));
     }
 
     #[test]

@@ -79,6 +79,20 @@ pub(crate) struct EventsQuery {
 }
 
 /// `GET /events[?after=SEQ][&item=KEY]`, resuming after `Last-Event-ID` when sent.
+#[utoipa::path(get, path = "/events", operation_id = "streamEvents", tag = "events",
+    params(
+        ("after" = Option<String>, Query, description = "Start after this event's seq (`0`: from the first event); without it and without `Last-Event-ID`, only new events"),
+        ("item" = Option<String>, Query, description = "Only this item's events"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (sent by EventSource on reconnect); wins over `after`"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id: <seq>` and `data: <event JSON>` per event, until the client or the server goes away", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A malformed query string", body = crate::schema::ErrorBody),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 422, description = "`after`, `Last-Event-ID` or `item` is not valid", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -40,6 +40,14 @@ where
 
 /// `GET /items?repo=&status=&stage=&kind=&limit=&cursor=`: items in key order;
 /// `next` is the cursor of the following page, `null` on the last.
+#[utoipa::path(get, path = "/items", operation_id = "listItems", tag = "items", params(crate::schema::ItemListParams), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of items", body = crate::schema::ItemPage),
+        (status = 400, description = "A malformed query string", body = crate::schema::ErrorBody),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 422, description = "A bad filter, limit or cursor, named in `field`", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -80,6 +88,24 @@ fn required(body: &Map<String, Value>, field: &str) -> Result<String, ApiError> 
 /// `POST /items` with `{repo, kind, title, body?, track?}`: 201, `Location:
 /// /items/KEY` and the item. Unknown fields are refused, so a misspelt optional
 /// field is not silently dropped.
+#[utoipa::path(post, path = "/items", operation_id = "createItem", tag = "items", request_body = crate::schema::NewItem, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Filed", body = crate::shapes::ItemShape,
+            headers(("Location" = String, description = "/items/KEY")),
+            links(
+                ("getItem" = (operation_id = "getItem", parameters(("key" = "$response.body#/key")))),
+                ("getItemEvents" = (operation_id = "getItemEvents", parameters(("key" = "$response.body#/key")))),
+                ("retryItem" = (operation_id = "retryItem", parameters(("key" = "$response.body#/key")))),
+                ("cancelItem" = (operation_id = "cancelItem", parameters(("key" = "$response.body#/key")))),
+                ("escalateItem" = (operation_id = "escalateItem", parameters(("key" = "$response.body#/key")))),
+                ("approveItem" = (operation_id = "approveItem", parameters(("key" = "$response.body#/key"))))
+            )),
+        (status = 400, description = "The body is not JSON", body = crate::schema::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = crate::schema::ErrorBody),
+        (status = 422, description = "Invalid: unknown repo, kind, track or field, empty title", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -117,6 +143,17 @@ fn key(raw: &str) -> Result<ItemKey, ApiError> {
 }
 
 /// `GET /items/{key}`: the item with its jobs, as `orch item show --json`.
+#[utoipa::path(get, path = "/items/{key}", operation_id = "getItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The item and its jobs", body = crate::schema::ItemDetail,
+            links(
+                ("getJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/jobs/0/id")))),
+                ("getJobLog" = (operation_id = "getJobLog", parameters(("id" = "$response.body#/jobs/0/id"))))
+            )),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn show(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let key = key(&raw)?;
     let item = state.store.get_item(&key).await?.ok_or_else(|| ApiError::NotFound(format!("no item {key}")))?;
@@ -127,6 +164,13 @@ pub(crate) async fn show(State(state): State<AppState>, Path(raw): Path<String>)
 }
 
 /// `GET /items/{key}/events`: the item's audit log, oldest first.
+#[utoipa::path(get, path = "/items/{key}/events", operation_id = "getItemEvents", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The item's events, oldest first", body = Vec<crate::shapes::EventShape>),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn events(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let key = key(&raw)?;
     if state.store.get_item(&key).await?.is_none() {
@@ -148,18 +192,54 @@ async fn act(state: &AppState, raw: &str, action: OperatorAction) -> Result<Json
     Ok(Json(shapes::transition(&key, action, &t)))
 }
 
+/// Runs the item's current stage again.
+#[utoipa::path(post, path = "/items/{key}/retry", operation_id = "retryItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
+        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn retry(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Retry).await
 }
 
+/// Cancels the item and its open jobs.
+#[utoipa::path(post, path = "/items/{key}/cancel", operation_id = "cancelItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
+        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn cancel(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Cancel).await
 }
 
+/// Moves the item to its repo's full-cycle track.
+#[utoipa::path(post, path = "/items/{key}/escalate", operation_id = "escalateItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
+        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn escalate(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Escalate).await
 }
 
+/// Lets an item waiting for approval go on.
+#[utoipa::path(post, path = "/items/{key}/approve", operation_id = "approveItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
+        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
+        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn approve(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Approve).await
 }

@@ -24,6 +24,13 @@ async fn job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
 }
 
 /// `GET /jobs/{id}`: the job, in the DESIGN §8 shape.
+#[utoipa::path(get, path = "/jobs/{id}", operation_id = "getJob", tag = "jobs", params(("id" = i64, Path, description = "The job's id")), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The job", body = crate::shapes::JobShape),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such job", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn show(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(shapes::job(&job(&state, &raw).await?)))
 }
@@ -35,6 +42,21 @@ pub(crate) struct LogQuery {
 
 /// `GET /jobs/{id}/log[?tail=N]`: the agent's log as text; with `tail`, its last
 /// `N` bytes (at most `MAX_LOG_BYTES` either way).
+#[utoipa::path(get, path = "/jobs/{id}/log", operation_id = "getJobLog", tag = "jobs", params(("id" = i64, Path, description = "The job's id"), crate::schema::LogParams,
+        ("Range" = Option<String>, Header, description = "One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; anything else is ignored"),
+    ), security((), ("bearer" = [])),
+    description = "The log as text. With `?follow=1` or `Accept: text/event-stream`, Server-Sent Events instead: `data: <line>` with `id: <byte offset after the line>` (resume with `Last-Event-ID`), then `event: end` with `{\"status\": …}` once the job has ended and the log is drained.",
+    responses(
+        (status = 200, description = "The log's text (its last bytes, at most 4 MiB)", body = String, content_type = "text/plain"),
+        (status = 206, description = "The requested byte range, with `Content-Range`", body = String, content_type = "text/plain"),
+        (status = 416, description = "The range starts past the log's end (`Content-Range: bytes */<size>`)", body = crate::schema::ErrorBody),
+        (status = 400, description = "A malformed query string", body = crate::schema::ErrorBody),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 404, description = "No such job, or no log yet", body = crate::schema::ErrorBody),
+        (status = 409, description = "The agent replaced its log with a link or a non-file", body = crate::schema::ErrorBody),
+        (status = 422, description = "`tail` is not a number of bytes", body = crate::schema::ErrorBody),
+        (status = 503, description = "The log could not be read in time", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn log(
     State(state): State<AppState>,
     Path(raw): Path<String>,

@@ -22,15 +22,19 @@
 //!   agent-writable logs are read through `orch_engine::untrusted` (no links
 //!   followed, bounded, off the runtime's threads).
 
+mod access;
 mod auth;
+mod coalesce;
 mod error;
 mod events;
 mod health;
 mod items;
 mod jobs;
 mod logs;
+mod openapi;
 mod prometheus;
 pub mod queue;
+pub mod schema;
 pub mod shapes;
 
 use std::net::SocketAddr;
@@ -38,12 +42,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use orch_core::config::Config;
 use orch_engine::{Clock, Node};
 use orch_store::Store;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::check_exposure;
 pub use error::ApiError;
@@ -68,12 +76,17 @@ pub struct AppState {
     shutdown: CancellationToken,
     /// What the event streams share.
     events: Arc<events::Hub>,
+    /// Whether reads need the token too (`[server] auth_reads`).
+    auth_reads: bool,
+    /// `GET /queue`'s document, built once for concurrent requests.
+    queue: Arc<coalesce::Coalesced>,
 }
 
 impl AppState {
     /// A state with no node (`/readyz` answers for the store alone), no token
     /// (mutations open), and streams that end only with their clients.
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
+        let auth_reads = config.server.auth_reads;
         Self {
             store,
             config,
@@ -82,6 +95,8 @@ impl AppState {
             token: None,
             shutdown: CancellationToken::new(),
             events: Arc::default(),
+            auth_reads,
+            queue: Arc::default(),
         }
     }
 
@@ -112,32 +127,58 @@ impl AppState {
     }
 }
 
+/// The documented routes: each handler's `#[utoipa::path]` adds its operation to
+/// the document as it adds its route to the router, so neither can lack the other.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(queue::get_queue))
+        .routes(routes!(items::list, items::create))
+        .routes(routes!(items::show))
+        .routes(routes!(items::events))
+        .routes(routes!(items::retry))
+        .routes(routes!(items::cancel))
+        .routes(routes!(items::escalate))
+        .routes(routes!(items::approve))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::log))
+        .routes(routes!(events::stream))
+        .routes(routes!(prometheus::get_metrics))
+}
+
+/// The API's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
     // Installed before the node records anything, so no early count is lost.
     prometheus::handle();
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/queue", get(queue::get_queue))
-        .route("/items", get(items::list).post(items::create))
-        .route("/items/{key}", get(items::show))
-        .route("/items/{key}/events", get(items::events))
-        .route("/items/{key}/retry", post(items::retry))
-        .route("/items/{key}/cancel", post(items::cancel))
-        .route("/items/{key}/escalate", post(items::escalate))
-        .route("/items/{key}/approve", post(items::approve))
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/log", get(jobs::log))
-        .route("/events", get(events::stream))
-        .route("/metrics", get(prometheus::get_metrics))
+    let (routes, doc) = documented().split_for_parts();
+    routes
+        .route("/openapi.json", openapi::route(&doc))
         .fallback(error::unknown_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        // Outermost: whatever a layer below answers on its own (405 from the
-        // router, 413 from the body limit) leaves as JSON too.
+        // Whatever a layer below answers on its own (405 from the router, 413
+        // from the body limit) leaves as JSON too.
         .layer(axum::middleware::map_response(error::json_errors))
+        // Outermost: every request gets an id (the client's, if it sent a sane
+        // one), echoed on the response and named in its access log line.
+        .layer(PropagateRequestIdLayer::new(access::REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(access::span)
+                .on_request(())
+                .on_response(access::log_response)
+                // 5xx are logged once, with their cause, by `ApiError`.
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(access::REQUEST_ID, access::RandomId))
+        .layer(axum::middleware::from_fn(access::drop_unfit_request_id))
         .with_state(state)
 }
 

@@ -100,6 +100,12 @@ pub async fn upkeep(stop: CancellationToken) {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "metrics", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
 pub(crate) async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Some(handle) = handle() else {
         return Err(ApiError::Unavailable("another metrics recorder is installed in this process".to_owned()));

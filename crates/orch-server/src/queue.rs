@@ -11,8 +11,10 @@
 //! `finalizer_owned` counts the jobs `finishing` under a lease still live at
 //! `now`, judged in the store's time. `counters_from` is `"cluster"`.
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use orch_core::Timestamp;
 use orch_core::config::Config;
 use orch_engine::Node;
@@ -67,9 +69,25 @@ pub async fn document(store: &dyn Store, config: &Config, now: Timestamp) -> Res
     }))
 }
 
-pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    // The store's time: this clock plus the node's measured offset to it.
-    let offset_ms = state.node.as_ref().map_or(0, Node::clock_offset_ms);
-    let now = Timestamp::from_millis(state.clock.now().as_millis() + offset_ms);
-    Ok(Json(document(state.store.as_ref(), &state.config, now).await?))
+/// Counts by status and stage, running jobs, nodes and the reaper block.
+#[utoipa::path(get, path = "/queue", operation_id = "getQueue", tag = "queue", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The queue document", body = crate::schema::QueueDocument),
+        (status = 401, description = "Reads need the token (`auth_reads`)", body = crate::schema::ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
+    ))]
+pub(crate) async fn get_queue(State(state): State<AppState>) -> Result<Response, ApiError> {
+    // Concurrent requests share one build (each answer still built after its
+    // request arrived): under many clients the store sees one build at a time.
+    let doc = state
+        .queue
+        .get(|| async {
+            // The store's time: this clock plus the node's measured offset to it.
+            let offset_ms = state.node.as_ref().map_or(0, Node::clock_offset_ms);
+            let now = Timestamp::from_millis(state.clock.now().as_millis() + offset_ms);
+            let doc = document(state.store.as_ref(), &state.config, now).await?;
+            serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| ApiError::Internal(format!("queue document: {e}")))
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], doc).into_response())
 }

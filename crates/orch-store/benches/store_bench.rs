@@ -331,36 +331,6 @@ async fn bench_roundtrip(backend: &str, secs: u64) -> (usize, Duration) {
     (count, took)
 }
 
-/// Bulk-loads `n` items in the shape of a long-lived deployment (1 % running, 1 %
-/// queued, the rest done; four jobs each) straight through SQL, since creating them
-/// one by one would take minutes.
-async fn load_items(db: &Db, n: usize) {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let items = "INSERT INTO items (key, prefix, number, repo, kind, title, body, track, stage, status, version, \
-                 attempts, created_at, updated_at) \
-                 SELECT 'Q-' || i, 'Q', i, 'bench', 'bug', 'item ' || i, '', 'quick', 'deploy', \
-                 CASE i % 100 WHEN 0 THEN 'running' WHEN 1 THEN 'queued' ELSE 'done' END, 4, '{}', 0, 0 FROM n";
-    let done_jobs = "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, started_at, finished_at, owner) \
-                     SELECT i.key, s.stage, 1, 'done', 1, 0, 0, 1, 'n1' FROM items i, \
-                     (SELECT 'development' AS stage UNION ALL SELECT 'testing' UNION ALL SELECT 'deploy-staging') s";
-    let last_jobs = "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, started_at, finished_at, owner, \
-                     lease_expires_at) SELECT key, 'deploy', 1, status, 1, 0, \
-                     CASE WHEN status = 'queued' THEN NULL ELSE 0 END, CASE WHEN status = 'done' THEN 1 END, \
-                     CASE WHEN status = 'queued' THEN NULL ELSE 'n1' END, \
-                     CASE WHEN status = 'running' THEN 1700000030000 END FROM items";
-    if let Some(path) = db.url.strip_prefix("sqlite://") {
-        let c = rusqlite::Connection::open(path).expect("open");
-        let series = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) ");
-        c.execute_batch(&format!("BEGIN; {series}{items}; {done_jobs}; {last_jobs}; COMMIT; ANALYZE;")).expect("load");
-    } else {
-        let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-        let series = format!("WITH n AS (SELECT generate_series(1, {n}) AS i) ");
-        for q in [format!("{series}{items}"), done_jobs.to_owned(), last_jobs.to_owned(), "VACUUM ANALYZE".to_owned()] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&mut c).await.expect("load");
-        }
-    }
-}
-
 /// p50 and p99 of `runs` calls of `f`, in milliseconds.
 async fn latency<F, Fut>(runs: usize, mut f: F) -> (f64, f64)
 where
@@ -382,7 +352,7 @@ where
 async fn bench_views(backend: &str, n: usize, runs: usize) {
     let db = Db::new(backend).await;
     drop(orch_store::open(&db.url).await.expect("open")); // migrate
-    load_items(&db, n).await;
+    orch_test_support::bulk_load_items(&db.url, n).await;
     let store = orch_store::open(&db.url).await.expect("open");
     let now = Timestamp::from_millis(T0.as_millis() + 60_000);
     let (p50, p99) = latency(runs, || async {

@@ -7,8 +7,11 @@
 
 use std::future::Future;
 
+mod bulk;
 mod config;
 mod git;
+
+pub use bulk::bulk_load_items;
 
 pub use config::{FAST_REAPER, config_text};
 pub use git::{PRE_RECEIVE_ONLY_ITEM_MERGES, git_out, install_hook, origin_for, origin_with_ignore, remote_sha};

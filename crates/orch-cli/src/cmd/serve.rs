@@ -29,6 +29,18 @@ pub(crate) struct Args {
     /// who can reach it may file and steer items).
     #[arg(long)]
     insecure_open: bool,
+    /// How diagnostics are written to stderr: `text` for people (colour only at a
+    /// terminal), `json` for log shippers (one object per line).
+    #[arg(long, value_enum, env = "ORCH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How long in-flight requests get to finish once the node has stopped.
@@ -46,6 +58,13 @@ pub(crate) fn run(config_path: &Path, args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("server.listen {listen:?} does not resolve"))?
             .collect();
         orch_server::check_exposure(&addrs, token.is_some(), args.insecure_open).map_err(anyhow::Error::msg)?;
+        if config.server.auth_reads && token.is_none() {
+            anyhow::bail!(
+                "server.auth_reads = true (in {} or ORCH_SERVER_AUTH_READS) needs a token to check reads against, \
+                 and ORCH_SERVER_TOKEN is not set: set it, or set server.auth_reads = false",
+                config.source.display()
+            );
+        }
         let listener = tokio::net::TcpListener::bind(addrs.as_slice())
             .await
             .with_context(|| format!("cannot listen on server.listen {listen}"))?;

@@ -118,9 +118,23 @@ impl Deployment {
         self.serve_with(Command::new(ORCH), id, data_dir, env, log)
     }
 
-    pub fn serve_with(&self, mut cmd: Command, id: &str, data_dir: &str, env: &[(&str, &str)], log: &str) -> Serve {
+    pub fn serve_with(&self, cmd: Command, id: &str, data_dir: &str, env: &[(&str, &str)], log: &str) -> Serve {
+        self.serve_flags(cmd, &[], id, data_dir, env, log)
+    }
+
+    /// `serve_with`, with extra `orch serve` flags.
+    pub fn serve_flags(
+        &self,
+        mut cmd: Command,
+        flags: &[&str],
+        id: &str,
+        data_dir: &str,
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Serve {
         let log = std::fs::File::create(self.path().join(log)).unwrap();
         cmd.args(["serve", "--poll-s", "0.05", "--drain-s", "2"])
+            .args(flags)
             .current_dir(self.path())
             .env_remove("ORCH_CONFIG")
             .env("ORCH_NODE_ID", id)

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod deployment;
+pub mod proxy;
 
 pub const ORCH: &str = env!("CARGO_BIN_EXE_orch");
 

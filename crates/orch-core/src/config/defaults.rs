@@ -10,6 +10,8 @@ use crate::model::ItemKind;
 
 /// `[server] listen`.
 pub const LISTEN: &str = "127.0.0.1:7700";
+/// `[server] auth_reads`: reads are open; mutations need the token when one is set.
+pub const AUTH_READS: bool = false;
 /// `[store] url`: the embedded SQLite database, relative to the config's folder.
 pub const STORE_URL: &str = "sqlite://.orch/orch.db";
 /// `[node] id`: empty means "this host's name" (resolved by the binary).
@@ -84,6 +86,7 @@ pub(crate) fn scalar(section: &str, key: &str) -> Option<Scalar> {
     let reaper = ReaperConfig::default();
     Some(match (section, key) {
         ("server", "listen") => Scalar::Text(LISTEN.to_owned()),
+        ("server", "auth_reads") => Scalar::Flag(AUTH_READS),
         ("store", "url") => Scalar::Text(STORE_URL.to_owned()),
         ("node", "id") => Scalar::Text(NODE_ID.to_owned()),
         ("node", "max_concurrent_jobs") => Scalar::Count(i64::from(MAX_CONCURRENT_JOBS)),

@@ -35,6 +35,10 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerConfig {
     pub listen: String,
+    /// Whether reads (GET) need the bearer token too, not only mutations. The
+    /// token itself comes from `ORCH_SERVER_TOKEN`, never from the file; `orch
+    /// serve` refuses `auth_reads` without one.
+    pub auth_reads: bool,
 }
 
 /// `[store]`: where state lives.

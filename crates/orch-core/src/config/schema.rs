@@ -84,6 +84,7 @@ const fn scalar(section: &'static str, key: &'static str, kind: Kind) -> ScalarK
 /// Every scalar key, grouped by section.
 pub(crate) const SCALARS: &[ScalarKey] = &[
     scalar("server", "listen", Kind::Text),
+    scalar("server", "auth_reads", Kind::Flag),
     scalar("store", "url", Kind::Text),
     scalar("node", "id", Kind::Text),
     scalar("node", "max_concurrent_jobs", Kind::Count),

@@ -101,7 +101,8 @@ impl Validator<'_> {
             let msg = format!("expected HOST:PORT to listen on, e.g. \"127.0.0.1:7700\", got {:?}", listen.value);
             self.sink.error(&listen.origin, "server.listen", msg);
         }
-        ServerConfig { listen: listen.value }
+        let auth_reads = matches!(self.scalar("server", "auth_reads").value, Scalar::Flag(true));
+        ServerConfig { listen: listen.value, auth_reads }
     }
 
     fn store(&mut self) -> StoreConfig {

@@ -51,7 +51,7 @@ fn config() -> Config {
     );
     Config {
         source: PathBuf::from("orch.toml"),
-        server: ServerConfig { listen: "127.0.0.1:7700".into() },
+        server: ServerConfig { listen: "127.0.0.1:7700".into(), auth_reads: false },
         store: StoreConfig { url: "sqlite://.orch/orch.db".into() },
         node: NodeConfig {
             id: String::new(),
