@@ -101,7 +101,7 @@ async fn main() {
     for backend in env_or("ORCH_BENCH_BACKENDS", "sqlite,postgres").split(',').map(str::trim) {
         let (store, _dir, _pg) = store_with_items(backend, n).await;
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_060_000)));
-        let app = router(AppState::new(Arc::clone(&store), Arc::clone(&config), clock));
+        let app = router(AppState::new(Arc::clone(&store), Arc::clone(&config), Arc::clone(&clock)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
