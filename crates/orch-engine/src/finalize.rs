@@ -221,8 +221,11 @@ fn judge(ctx: &Ctx, job: &Job) -> Judged {
             escalate: false,
             verdict: None,
         },
-        VerdictSource::File if code != 0 => errored(format!("agent exited with code {code}")),
-        VerdictSource::File => {
+        VerdictSource::File | VerdictSource::Result if code != 0 => {
+            // A coding agent's adapter records why its run failed (max turns, an API error).
+            errored(job.reason.clone().unwrap_or_else(|| format!("agent exited with code {code}")))
+        }
+        VerdictSource::File | VerdictSource::Result => {
             let Some(raw) = job.verdict.clone() else {
                 return errored(job.reason.clone().unwrap_or_else(|| "bad verdict: none was recorded".into()));
             };

@@ -11,7 +11,10 @@
 //! - Time comes from the injected `Clock`; no module reads the system time itself.
 //! - No agent process outlives its job: every exit path kills the whole group.
 
+mod adapter;
+mod agent_stream;
 pub mod audit;
+mod budget;
 pub mod clock;
 pub mod contain;
 mod ctx;

@@ -11,7 +11,8 @@ use orch_store::Job;
 use crate::ctx::Ctx;
 use crate::{Error, untrusted};
 
-pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) -> Result<(), Error> {
+/// Renders the prompt, writes it to `path` and returns its text.
+pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) -> Result<String, Error> {
     let item = ctx.within_lease(ctx.store.get_item(&job.item)).await?.ok_or(Error::Vanished(job.id))?;
     let jobs = ctx.within_lease(ctx.store.jobs_for_item(&job.item)).await?;
     let mut text = String::new();
@@ -49,11 +50,13 @@ pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) ->
     // (a FIFO, a link to a file elsewhere) is removed, never written through.
     let io = |source| Error::Io { path: path.display().to_string(), source };
     let path = path.to_path_buf();
+    let written = text.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Write as _;
-        untrusted::create_fresh(&path)?.write_all(text.as_bytes())
+        untrusted::create_fresh(&path)?.write_all(written.as_bytes())
     })
     .await
     .map_err(|e| io(std::io::Error::other(e.to_string())))?
-    .map_err(io)
+    .map_err(io)?;
+    Ok(text)
 }

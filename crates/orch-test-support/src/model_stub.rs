@@ -182,11 +182,12 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, _h:
     });
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let script = &shared.script;
-    let turn = || script.turns.get(position(&parsed)).cloned().unwrap_or_else(|| Turn::Text("done".into()));
+    let at = position(&parsed);
+    let turn = || script.turns.get(at).cloned().unwrap_or_else(|| Turn::Text("done".into()));
     match (method.as_str(), uri.path()) {
         ("HEAD", "/") => empty(StatusCode::OK),
-        ("POST", "/v1/messages") => anthropic(turn(), script, parsed.get("model")),
-        ("POST", "/v1/responses") => openai(turn(), script),
+        ("POST", "/v1/messages") => anthropic(turn(), at, script, parsed.get("model")),
+        ("POST", "/v1/responses") => openai(turn(), at, script),
         _ => empty(StatusCode::NOT_FOUND),
     }
 }
@@ -233,7 +234,8 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn anthropic(turn: Turn, script: &Script, model: Option<&Value>) -> Response {
+/// `at` numbers the tool call: each call of a conversation needs its own id.
+fn anthropic(turn: Turn, at: usize, script: &Script, model: Option<&Value>) -> Response {
     let model = model.cloned().unwrap_or_else(|| json!("claude-sonnet-4-5"));
     let start = json!({"type": "message_start", "message": {
         "id": "msg_stub", "type": "message", "role": "assistant", "model": model, "content": [],
@@ -253,7 +255,7 @@ fn anthropic(turn: Turn, script: &Script, model: Option<&Value>) -> Response {
             (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}), "end_turn")
         }
         Turn::Tool { name, input } => (
-            json!({"type": "tool_use", "id": "toolu_stub", "name": name, "input": {}}),
+            json!({"type": "tool_use", "id": format!("toolu_stub_{at}"), "name": name, "input": {}}),
             json!({"type": "input_json_delta", "partial_json": input.to_string()}),
             "tool_use",
         ),
@@ -275,7 +277,7 @@ fn anthropic(turn: Turn, script: &Script, model: Option<&Value>) -> Response {
     )
 }
 
-fn openai(turn: Turn, script: &Script) -> Response {
+fn openai(turn: Turn, at: usize, script: &Script) -> Response {
     let created = json!({"type": "response.created", "response": {"id": "resp_stub", "status": "in_progress"}});
     let item = match turn {
         Turn::Status(code) => {
@@ -287,8 +289,10 @@ fn openai(turn: Turn, script: &Script) -> Response {
         Turn::Stall => return sse(vec![("response.created", created)], true),
         Turn::Text(text) => json!({"type": "message", "id": "msg_stub", "role": "assistant", "status": "completed",
                                    "content": [{"type": "output_text", "text": text, "annotations": []}]}),
-        Turn::Tool { name, input } => json!({"type": "function_call", "id": "fc_stub", "call_id": "call_stub",
-                                             "name": name, "arguments": input.to_string(), "status": "completed"}),
+        Turn::Tool { name, input } => {
+            json!({"type": "function_call", "id": format!("fc_stub_{at}"), "call_id": format!("call_stub_{at}"),
+                                             "name": name, "arguments": input.to_string(), "status": "completed"})
+        }
     };
     let usage = json!({"input_tokens": script.input_tokens, "input_tokens_details": {"cached_tokens": 0},
                        "output_tokens": script.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},

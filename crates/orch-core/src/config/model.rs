@@ -181,6 +181,10 @@ pub enum VerdictSource {
     File,
     /// Exit 0 is `pass`, anything else `fail`.
     ExitCode,
+    /// Adapters `claude-code` and `codex`: the verdict file when the agent wrote
+    /// one, else the agent's own final result (a run that ended without error
+    /// stands as a pass).
+    Result,
 }
 
 /// One `[agents.<role>]` table.
@@ -192,6 +196,52 @@ pub struct AgentConfig {
     /// Zero for adapter `none` (no process runs).
     pub timeout_s: f64,
     pub verdict: VerdictSource,
+    /// What adapters `claude-code` and `codex` need beyond a command.
+    pub cli: CliAgent,
+}
+
+/// The keys of an `[agents.<role>]` table that drive a coding agent's CLI
+/// (adapters `claude-code` and `codex`); empty for the other adapters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliAgent {
+    /// The model the CLI asks for (`--model`); the CLI's default when unset.
+    pub model: Option<String>,
+    /// Claude Code: `--max-turns`.
+    pub max_turns: Option<u32>,
+    /// Claude Code: `--permission-mode` (default `acceptEdits`);
+    /// `bypassPermissions` becomes `--dangerously-skip-permissions`.
+    pub permission_mode: Option<String>,
+    /// Claude Code: `--allowedTools`.
+    pub allowed_tools: Vec<String>,
+    /// Extra environment for the agent process (API keys by reference belong in
+    /// the node's environment; this is for switches like a base URL).
+    pub env: BTreeMap<String, String>,
+    /// The program to run instead of `claude` / `codex` on `PATH`.
+    pub binary: Option<String>,
+    /// Codex: `--sandbox` (default `workspace-write`).
+    pub sandbox: Option<String>,
+    /// Codex: the model provider orch writes into the run's `CODEX_HOME`.
+    pub provider: Option<ProviderConfig>,
+    /// A run whose event stream shows nothing new for this long is stopped with
+    /// reason `stalled` (Codex retries an unreachable server forever).
+    pub stall_s: f64,
+}
+
+/// A Codex model provider: written as `[model_providers.<name>]` with
+/// `wire_api = "responses"`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The environment variable holding the API key, e.g. `OPENAI_API_KEY`.
+    pub env_key: String,
+}
+
+impl CliAgent {
+    pub fn stall(&self) -> Duration {
+        secs(self.stall_s)
+    }
 }
 
 impl AgentConfig {

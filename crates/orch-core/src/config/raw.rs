@@ -55,6 +55,26 @@ pub(crate) struct RawAgent {
     pub(crate) command: Option<Strings>,
     pub(crate) timeout_s: Option<At<f64>>,
     pub(crate) verdict: Option<At<String>>,
+    pub(crate) model: Option<At<String>>,
+    pub(crate) max_turns: Option<At<i64>>,
+    pub(crate) permission_mode: Option<At<String>>,
+    pub(crate) allowed_tools: Option<Strings>,
+    pub(crate) env: Option<At<StringMap>>,
+    pub(crate) binary: Option<At<String>>,
+    pub(crate) sandbox: Option<At<String>>,
+    pub(crate) provider: Option<At<RawProvider>>,
+    pub(crate) stall_s: Option<At<f64>>,
+}
+
+/// A table of strings (an agent's `env`), each key and value with its place.
+pub(crate) type StringMap = Vec<(At<String>, At<String>)>;
+
+/// An agent's `provider = { name, base_url, env_key }` (adapter `codex`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawProvider {
+    pub(crate) name: Option<At<String>>,
+    pub(crate) base_url: Option<At<String>>,
+    pub(crate) env_key: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -386,8 +406,41 @@ impl Reader<'_, '_> {
             command: self.optional(t, "command", |r, v| r.strings(&join(&path, "command"), v)),
             timeout_s: self.optional(t, "timeout_s", |r, v| r.seconds(&join(&path, "timeout_s"), v)),
             verdict: self.optional(t, "verdict", |r, v| r.string(&join(&path, "verdict"), v)),
+            model: self.optional(t, "model", |r, v| r.string(&join(&path, "model"), v)),
+            max_turns: self.optional(t, "max_turns", |r, v| r.count(&join(&path, "max_turns"), v)),
+            permission_mode: self.optional(t, "permission_mode", |r, v| r.string(&join(&path, "permission_mode"), v)),
+            allowed_tools: self.optional(t, "allowed_tools", |r, v| r.strings(&join(&path, "allowed_tools"), v)),
+            env: self.optional(t, "env", |r, v| r.string_map(&join(&path, "env"), v)),
+            binary: self.optional(t, "binary", |r, v| r.string(&join(&path, "binary"), v)),
+            sandbox: self.optional(t, "sandbox", |r, v| r.string(&join(&path, "sandbox"), v)),
+            provider: self.optional(t, "provider", |r, v| r.provider(&join(&path, "provider"), v)),
+            stall_s: self.optional(t, "stall_s", |r, v| r.seconds(&join(&path, "stall_s"), v)),
             name,
         })
+    }
+
+    /// A table whose every value is a string (an agent's `env`).
+    fn string_map(&mut self, path: &str, v: &Value<'_>) -> Option<At<StringMap>> {
+        let t = self.table(path, v)?;
+        let mut out = Vec::new();
+        for (k, val) in t.iter() {
+            let key = At::new(k.get_ref().to_string(), self.origin(val));
+            if let Some(s) = self.string(&join(path, k.get_ref()), val) {
+                out.push((key, s));
+            }
+        }
+        Some(self.at(v, out))
+    }
+
+    fn provider(&mut self, path: &str, v: &Value<'_>) -> Option<At<RawProvider>> {
+        let t = self.table(path, v)?;
+        self.known_keys(path, t, schema::PROVIDER);
+        let p = RawProvider {
+            name: self.optional(t, "name", |r, v| r.string(&join(path, "name"), v)),
+            base_url: self.optional(t, "base_url", |r, v| r.string(&join(path, "base_url"), v)),
+            env_key: self.optional(t, "env_key", |r, v| r.string(&join(path, "env_key"), v)),
+        };
+        Some(self.at(v, p))
     }
 
     fn track(&mut self, name: At<String>, path: String, t: &DeTable<'_>) -> Option<RawTrack> {

@@ -9,7 +9,23 @@ pub(crate) const TOP: &[&str] =
 pub(crate) const REPO: &[&str] =
     &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email"];
 /// Keys of one `[agents.<role>]` table.
-pub(crate) const AGENT: &[&str] = &["adapter", "command", "timeout_s", "verdict"];
+pub(crate) const AGENT: &[&str] = &[
+    "adapter",
+    "command",
+    "timeout_s",
+    "verdict",
+    "model",
+    "max_turns",
+    "permission_mode",
+    "allowed_tools",
+    "env",
+    "binary",
+    "sandbox",
+    "provider",
+    "stall_s",
+];
+/// Keys of an agent's `provider` table (adapter `codex`).
+pub(crate) const PROVIDER: &[&str] = &["name", "base_url", "env_key"];
 /// Keys of one `[tracks.<name>]` table.
 pub(crate) const TRACK: &[&str] = &["stages"];
 /// Keys of one `[stages.<name>]` table.

@@ -41,6 +41,7 @@ fn config() -> Config {
         command: vec!["true".into()],
         timeout_s: 10.0,
         verdict: VerdictSource::File,
+        cli: Default::default(),
     };
     let agents =
         ["analyst", "developer", "tester", "deployer"].iter().map(|r| (RoleName::from(*r), agent.clone())).collect();

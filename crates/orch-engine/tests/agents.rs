@@ -1,0 +1,124 @@
+//! The coding-agent adapters with the real CLIs: Claude Code and Codex run as
+//! the stage agents of a quick-track item, against the scripted model stub of
+//! orch-test-support on 127.0.0.1 (offline). The stub's script makes the agent
+//! call its tools for real (edit files in the worktree, write the verdict file)
+//! and answer; orch must commit the work, read tokens and cost from the event
+//! stream, keep a readable log, and fail a run that breaks (HTTP 500, max
+//! turns, an unreachable or stalled server) with a clear reason and no process
+//! left behind. Every scenario runs on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use orch_core::{ItemKind, ItemStatus, JobStatus};
+use orch_test_support::model_stub::{ModelStub, Script, Turn};
+use orch_test_support::{agent_cli, git_out};
+
+/// One stage's work as the stub scripts it for Claude Code: append a line
+/// naming the stage to `claude.txt` (Bash), write the verdict (Bash), answer.
+fn claude_stage_script() -> Script {
+    Script::new(vec![
+        Turn::claude_bash("echo \"$ORCH_STAGE by claude\" >> claude.txt"),
+        Turn::claude_bash(r#"printf '{"verdict":"pass","summary":"stage done"}' > "$ORCH_VERDICT_FILE""#),
+        Turn::Text("Done: the checkout handles empty carts.".into()),
+    ])
+}
+
+/// Every role's agent is Claude Code against `stub`, with `extra` keys added to
+/// each `[agents.<role>]` table and `tail` appended to the config.
+fn claude_config(stub: &ModelStub, dir: &Path, extra: &str, tail: &str) -> String {
+    let bin = agent_cli("claude");
+    let mut agents = String::new();
+    for role in ["analyst", "architect", "developer", "tester", "deployer"] {
+        agents.push_str(&format!(
+            r#"
+[agents.{role}]
+adapter = "claude-code"
+binary = "{bin}"
+model = "claude-sonnet-4-5"
+permission_mode = "bypassPermissions"
+timeout_s = 30
+env = {{ ANTHROPIC_BASE_URL = "{url}", ANTHROPIC_API_KEY = "sk-test-dummy", CLAUDE_CONFIG_DIR = "{cfg}" }}
+{extra}
+"#,
+            bin = bin.display(),
+            url = stub.base_url(),
+            cfg = dir.join("claude-config").display(),
+        ));
+    }
+    format!(
+        "[store]\nurl = \"sqlite://orch.db\"\n[node]\nid = \"node-a\"\nmax_concurrent_jobs = 4\ndata_dir = \"data\"\n\
+         [reaper]\n{FAST_REAPER}\n[[repos]]\nname = \"shop\"\nkey = \"SHOP\"\npath = \".\"\n{agents}\n{tail}"
+    )
+}
+
+/// A harness whose config is `text(dir)`, committing every file agents write.
+async fn harness(backend: Backend, text: impl FnOnce(&Path) -> String) -> (Harness, tempfile::TempDir) {
+    let side = tempfile::tempdir().unwrap();
+    let h = Harness::from_text_with_ignore(backend, text(side.path()), None).await;
+    (h, side)
+}
+
+/// No process of the item's runs is alive any more.
+fn assert_no_process_left(jobs: &[orch_store::Job]) {
+    for j in jobs {
+        if let Some(pid) = j.pid.filter(|p| *p > 0) {
+            assert!(!alive(pid), "job {} left its agent (pid {pid}) running", j.id);
+        }
+    }
+}
+
+async fn claude_code_drives_a_quick_track_item_to_done(backend: Backend) {
+    let stub = ModelStub::start(claude_stage_script());
+    let (h, _side) = harness(backend, |d| claude_config(&stub, d, "", "")).await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    let item = h.wait_status(&key, ItemStatus::Done).await;
+    assert_eq!(item.stage.as_str(), "deploy");
+
+    let jobs = h.jobs(&key).await;
+    assert_eq!(jobs.len(), 4, "{jobs:#?}");
+    for j in &jobs {
+        assert_eq!((j.status, j.exit_code), (JobStatus::Done, Some(0)), "{j:#?}");
+        let u = j.usage.unwrap_or_else(|| panic!("job {} has no usage", j.id));
+        // Three answers of the stub per run, 100 input and 20 output tokens each.
+        assert_eq!((u.turns, u.input_tokens, u.output_tokens), (3, 300, 60), "{u:?}");
+        // Claude Code prices its own calls: sonnet 4.5 at $3 / $15 per million.
+        let cost = u.cost_usd.expect("claude-code reports a cost");
+        assert!((cost - 0.0018).abs() < 1e-9, "cost {cost}");
+    }
+    // The work is on main: one line per stage, each committed by orch.
+    let remote = h.path().join("remote.git");
+    let text = git_out(&remote, &["show", "main:claude.txt"]);
+    assert_eq!(text, "development by claude\ntesting by claude\ndeploy-staging by claude\ndeploy by claude");
+    let log = git_out(&remote, &["log", "--format=%s", "main"]);
+    assert!(log.contains(&format!("developer({key}): auto-commit from developer job {}", jobs[0].id)), "{log}");
+    assert!(log.contains(&format!("deployer({key}): auto-commit from deployer job {}", jobs[3].id)), "{log}");
+
+    // A readable log, the raw stream beside it.
+    let log_path = jobs[0].log_path.clone().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("[agent] claude-code 2.1"), "{log}");
+    assert!(log.contains("[agent] tool Bash: echo \"$ORCH_STAGE by claude\" >> claude.txt"), "{log}");
+    assert!(log.contains("[agent] result: success after 3 turns, 300 input + 60 output tokens, $0.0018"), "{log}");
+    assert!(!log.contains("\"type\":\"assistant\""), "raw JSON leaked into the readable log: {log}");
+    let raw = std::fs::read_to_string(format!("{log_path}.jsonl")).unwrap();
+    assert!(raw.lines().any(|l| l.contains("\"type\":\"result\"")), "{raw}");
+    // The prompt reached the model.
+    let first = &stub.model_requests()[0];
+    assert!(
+        first.body.contains("Fix the checkout"),
+        "the prompt was not sent: {}",
+        &first.body[..500.min(first.body.len())]
+    );
+
+    assert_no_process_left(&jobs);
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+backend_tests!(claude_code_drives_a_quick_track_item_to_done);
