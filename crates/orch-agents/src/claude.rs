@@ -158,7 +158,14 @@ impl Parser {
                     )
                 }
             };
-            Outcome::Failed { reason: format!("claude-code {}: {detail}", one_line(subtype, 40)) }
+            // An API error ends with subtype `success` and `is_error`; its
+            // `terminal_reason` (`api_error`) says more.
+            let label = match (subtype, v.get("terminal_reason").and_then(Value::as_str)) {
+                ("success", Some(t)) => t,
+                ("success", None) => "error",
+                (s, _) => s,
+            };
+            Outcome::Failed { reason: format!("claude-code {}: {detail}", one_line(label, 40)) }
         };
         fed.lines.push(format!(
             "result: {} after {} turns, {} input + {} output tokens{}{}",

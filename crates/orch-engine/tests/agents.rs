@@ -26,9 +26,10 @@ fn claude_stage_script() -> Script {
     ])
 }
 
-/// Every role's agent is Claude Code against `stub`, with `extra` keys added to
-/// each `[agents.<role>]` table and `tail` appended to the config.
-fn claude_config(stub: &ModelStub, dir: &Path, extra: &str, tail: &str) -> String {
+/// Every role's agent is Claude Code against the API at `url`, with `extra`
+/// keys added to each `[agents.<role>]` table, `env` added to its `env` inline
+/// table (`, KEY = "v"`), and `tail` appended to the config.
+fn claude_config(url: &str, dir: &Path, extra: &str, env: &str, tail: &str) -> String {
     let bin = agent_cli("claude");
     let mut agents = String::new();
     for role in ["analyst", "architect", "developer", "tester", "deployer"] {
@@ -40,11 +41,10 @@ binary = "{bin}"
 model = "claude-sonnet-4-5"
 permission_mode = "bypassPermissions"
 timeout_s = 30
-env = {{ ANTHROPIC_BASE_URL = "{url}", ANTHROPIC_API_KEY = "sk-test-dummy", CLAUDE_CONFIG_DIR = "{cfg}" }}
+env = {{ ANTHROPIC_BASE_URL = "{url}", ANTHROPIC_API_KEY = "sk-test-dummy", CLAUDE_CONFIG_DIR = "{cfg}"{env} }}
 {extra}
 "#,
             bin = bin.display(),
-            url = stub.base_url(),
             cfg = dir.join("claude-config").display(),
         ));
     }
@@ -72,7 +72,7 @@ fn assert_no_process_left(jobs: &[orch_store::Job]) {
 
 async fn claude_code_drives_a_quick_track_item_to_done(backend: Backend) {
     let stub = ModelStub::start(claude_stage_script());
-    let (h, _side) = harness(backend, |d| claude_config(&stub, d, "", "")).await;
+    let (h, _side) = harness(backend, |d| claude_config(&stub.base_url(), d, "", "", "")).await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
@@ -121,4 +121,81 @@ async fn claude_code_drives_a_quick_track_item_to_done(backend: Backend) {
     h.assert_audit_clean().await;
 }
 
-backend_tests!(claude_code_drives_a_quick_track_item_to_done);
+/// The processes still alive whose environment names a worktree under `root`:
+/// anything an agent of this harness started (tests run side by side, each in
+/// its own folder).
+fn processes_under(root: &Path) -> Vec<i32> {
+    let needle = format!("ORCH_WORKTREE={}", root.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(needle.as_bytes())))
+        })
+        .collect()
+}
+
+/// Runs one item whose development stage gets a single attempt, with Claude
+/// Code configured by `extra`, and returns the failed job's reason once the
+/// item is blocked. Checks that no process of the run is left.
+async fn claude_run_fails(backend: Backend, url: &str, extra: &str, env: &str) -> String {
+    let tail = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
+    let (h, _side) = harness(backend, |d| claude_config(url, d, extra, env, tail)).await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    h.wait_status(&key, ItemStatus::Blocked).await;
+    let jobs = h.jobs(&key).await;
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(jobs[0].status, JobStatus::Failed);
+    assert_no_process_left(&jobs);
+    assert_eq!(processes_under(h.path()), Vec::<i32>::new(), "processes of the run outlived it");
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+    jobs[0].reason.clone().unwrap_or_default()
+}
+
+/// Claude Code retries a failed API call ten times over minutes by default;
+/// with none, a failure shows at once.
+const NO_RETRIES: &str = ", CLAUDE_CODE_MAX_RETRIES = \"0\"";
+
+async fn claude_code_api_error_fails_the_job_with_its_status(backend: Backend) {
+    let stub = ModelStub::start(Script::new(vec![Turn::Status(500)]));
+    let reason = claude_run_fails(backend, &stub.base_url(), "", NO_RETRIES).await;
+    assert!(reason.starts_with("claude-code api_error: API status 500: API Error: 500"), "{reason}");
+}
+
+async fn claude_code_max_turns_fails_the_job(backend: Backend) {
+    let stub = ModelStub::start(claude_stage_script());
+    let reason = claude_run_fails(backend, &stub.base_url(), "max_turns = 1", "").await;
+    assert_eq!(reason, "claude-code error_max_turns: max turns reached after 2 turns");
+}
+
+async fn claude_code_unreachable_api_fails_the_job(backend: Backend) {
+    let stub = ModelStub::start(claude_stage_script());
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let reason = claude_run_fails(backend, &format!("http://{closed}"), "", NO_RETRIES).await;
+    assert!(reason.starts_with("claude-code api_error: "), "{reason}");
+    assert!(reason.to_lowercase().contains("connect"), "{reason}");
+    assert!(stub.model_requests().is_empty());
+}
+
+async fn claude_code_stalled_stream_is_stopped(backend: Backend) {
+    let stub = ModelStub::start(Script::new(vec![Turn::Stall]));
+    let reason = claude_run_fails(backend, &stub.base_url(), "stall_s = 2", "").await;
+    assert_eq!(reason, "stalled: the agent's event stream showed no progress for 2s; the run was stopped");
+    assert_eq!(stub.model_requests().len(), 1, "the stalled call was made once");
+}
+
+backend_tests!(
+    claude_code_drives_a_quick_track_item_to_done,
+    claude_code_api_error_fails_the_job_with_its_status,
+    claude_code_max_turns_fails_the_job,
+    claude_code_unreachable_api_fails_the_job,
+    claude_code_stalled_stream_is_stopped,
+);
