@@ -51,10 +51,10 @@ fn max_turns_and_api_errors_are_failures_with_their_reason() {
         Outcome::Failed { reason: "claude-code error_max_turns: max turns reached after 2 turns".into() }
     );
     let mut p = claude();
-    p.feed(r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":500,"result":"API Error: 500 boom.","num_turns":1}"#).unwrap();
+    p.feed(r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":500,"terminal_reason":"api_error","result":"API Error: 500 boom.","num_turns":1}"#).unwrap();
     assert_eq!(
         p.outcome(),
-        Outcome::Failed { reason: "claude-code success: API status 500: API Error: 500 boom.".into() }
+        Outcome::Failed { reason: "claude-code api_error: API status 500: API Error: 500 boom.".into() }
     );
 }
 
