@@ -167,6 +167,7 @@ async fn claude_code_api_error_fails_the_job_with_its_status(backend: Backend) {
     let stub = ModelStub::start(Script::new(vec![Turn::Status(500)]));
     let reason = claude_run_fails(backend, &stub.base_url(), "", NO_RETRIES).await;
     assert!(reason.starts_with("claude-code api_error: API status 500: API Error: 500"), "{reason}");
+    assert!(reason.contains("500 scripted failure"), "{reason}");
 }
 
 async fn claude_code_max_turns_fails_the_job(backend: Backend) {
@@ -192,10 +193,132 @@ async fn claude_code_stalled_stream_is_stopped(backend: Backend) {
     assert_eq!(stub.model_requests().len(), 1, "the stalled call was made once");
 }
 
+/// One stage's work as the stub scripts it for Codex: append a line naming the
+/// stage to `codex.txt`, write the verdict, answer (shell `function_call`s).
+fn codex_stage_script() -> Script {
+    Script::new(vec![
+        Turn::codex_exec("echo \"$ORCH_STAGE by codex\" >> codex.txt"),
+        Turn::codex_exec(r#"printf '{"verdict":"pass","summary":"stage done"}' > "$ORCH_VERDICT_FILE""#),
+        Turn::Text("Done: the checkout handles empty carts.".into()),
+    ])
+}
+
+/// Every role's agent is Codex against the Responses API at `url` (a provider
+/// entry orch writes into the run's CODEX_HOME), with `extra` keys added to
+/// each `[agents.<role>]` table and `tail` appended to the config.
+fn codex_config(url: &str, extra: &str, tail: &str) -> String {
+    let bin = agent_cli("codex");
+    let mut agents = String::new();
+    for role in ["analyst", "architect", "developer", "tester", "deployer"] {
+        agents.push_str(&format!(
+            r#"
+[agents.{role}]
+adapter = "codex"
+binary = "{bin}"
+model = "gpt-5-codex"
+timeout_s = 30
+provider = {{ name = "stub", base_url = "{url}/v1", env_key = "STUB_API_KEY" }}
+env = {{ STUB_API_KEY = "sk-test-dummy" }}
+{extra}
+"#,
+            bin = bin.display(),
+        ));
+    }
+    format!(
+        "[store]\nurl = \"sqlite://orch.db\"\n[node]\nid = \"node-a\"\nmax_concurrent_jobs = 4\ndata_dir = \"data\"\n\
+         [reaper]\n{FAST_REAPER}\n[[repos]]\nname = \"shop\"\nkey = \"SHOP\"\npath = \".\"\n{agents}\n{tail}"
+    )
+}
+
+async fn codex_drives_a_quick_track_item_to_done(backend: Backend) {
+    let stub = ModelStub::start(codex_stage_script());
+    let (h, _side) = harness(backend, |_| codex_config(&stub.base_url(), "", "")).await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    h.wait_status(&key, ItemStatus::Done).await;
+
+    let jobs = h.jobs(&key).await;
+    assert_eq!(jobs.len(), 4, "{jobs:#?}");
+    for j in &jobs {
+        assert_eq!((j.status, j.exit_code), (JobStatus::Done, Some(0)), "{j:#?}");
+        let u = j.usage.unwrap_or_else(|| panic!("job {} has no usage", j.id));
+        // One turn of three model calls, 100 input and 20 output tokens each;
+        // Codex reports no cost.
+        assert_eq!((u.turns, u.input_tokens, u.output_tokens, u.cost_usd), (1, 300, 60, None), "{u:?}");
+    }
+    let remote = h.path().join("remote.git");
+    let text = git_out(&remote, &["show", "main:codex.txt"]);
+    assert_eq!(text, "development by codex\ntesting by codex\ndeploy-staging by codex\ndeploy by codex");
+    let log = git_out(&remote, &["log", "--format=%s", "main"]);
+    assert!(log.contains(&format!("developer({key}): auto-commit from developer job {}", jobs[0].id)), "{log}");
+
+    let log_path = jobs[0].log_path.clone().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("[agent] codex thread started"), "{log}");
+    assert!(log.contains("[agent] ran (exit 0): "), "{log}");
+    assert!(log.contains("[agent] says: Done: the checkout handles empty carts."), "{log}");
+    assert!(log.contains("[agent] turn completed: 300 input + 60 output tokens"), "{log}");
+    let raw = std::fs::read_to_string(format!("{log_path}.jsonl")).unwrap();
+    assert!(raw.lines().any(|l| l.contains("\"type\":\"turn.completed\"")), "{raw}");
+    // The provider orch wrote for the run is the one the requests reached.
+    let config = std::fs::read_to_string(h.path().join("data/agents/job-1/codex-home/config.toml")).unwrap();
+    assert!(config.contains("wire_api = \"responses\"") && config.contains(&stub.base_url()), "{config}");
+    assert!(stub.model_requests().iter().all(|r| r.path == "/v1/responses"));
+
+    assert_no_process_left(&jobs);
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
+/// As [`claude_run_fails`], for Codex.
+async fn codex_run_fails(backend: Backend, url: &str, extra: &str) -> String {
+    let tail = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
+    let (h, _side) = harness(backend, |_| codex_config(url, extra, tail)).await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    h.wait_status(&key, ItemStatus::Blocked).await;
+    let jobs = h.jobs(&key).await;
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(jobs[0].status, JobStatus::Failed);
+    assert_no_process_left(&jobs);
+    assert_eq!(processes_under(h.path()), Vec::<i32>::new(), "processes of the run outlived it");
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+    jobs[0].reason.clone().unwrap_or_default()
+}
+
+async fn codex_api_error_fails_the_job(backend: Backend) {
+    let stub = ModelStub::start(Script::new(vec![Turn::Status(400)]));
+    let reason = codex_run_fails(backend, &stub.base_url(), "").await;
+    assert!(reason.starts_with("codex turn failed: "), "{reason}");
+    assert!(reason.contains("scripted failure (HTTP 400)"), "{reason}");
+}
+
+async fn codex_unreachable_api_is_stopped_as_stalled(backend: Backend) {
+    // Codex retries an unreachable server on and on; the stall watch ends it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let reason = codex_run_fails(backend, &format!("http://{closed}"), "stall_s = 3").await;
+    assert_eq!(reason, "stalled: the agent's event stream showed no progress for 3s; the run was stopped");
+}
+
+async fn codex_stalled_stream_is_stopped(backend: Backend) {
+    let stub = ModelStub::start(Script::new(vec![Turn::Stall]));
+    let reason = codex_run_fails(backend, &stub.base_url(), "stall_s = 2").await;
+    assert_eq!(reason, "stalled: the agent's event stream showed no progress for 2s; the run was stopped");
+}
+
 backend_tests!(
     claude_code_drives_a_quick_track_item_to_done,
     claude_code_api_error_fails_the_job_with_its_status,
     claude_code_max_turns_fails_the_job,
     claude_code_unreachable_api_fails_the_job,
     claude_code_stalled_stream_is_stopped,
+    codex_drives_a_quick_track_item_to_done,
+    codex_api_error_fails_the_job,
+    codex_unreachable_api_is_stopped_as_stalled,
+    codex_stalled_stream_is_stopped,
 );

@@ -283,7 +283,7 @@ fn openai(turn: Turn, at: usize, script: &Script) -> Response {
         Turn::Status(code) => {
             return json_response(
                 code,
-                &json!({"error": {"type": "server_error", "message": "scripted failure", "code": null}}),
+                &json!({"error": {"type": "server_error", "message": format!("scripted failure (HTTP {code})"), "code": null}}),
             );
         }
         Turn::Stall => return sse(vec![("response.created", created)], true),
