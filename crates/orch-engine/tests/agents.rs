@@ -41,11 +41,14 @@ binary = "{bin}"
 model = "claude-sonnet-4-5"
 permission_mode = "bypassPermissions"
 timeout_s = 30
-env = {{ ANTHROPIC_BASE_URL = "{url}", ANTHROPIC_API_KEY = "sk-test-dummy", CLAUDE_CONFIG_DIR = "{cfg}"{env} }}
+env = {{ ANTHROPIC_BASE_URL = "{url}", ANTHROPIC_API_KEY = "sk-test-dummy", CLAUDE_CONFIG_DIR = "{cfg}", HOME = "{home}"{env} }}
 {extra}
 "#,
             bin = bin.display(),
             cfg = dir.join("claude-config").display(),
+            // Claude Code's Bash tool sources the user's shell start-up files
+            // (~/.bashrc); a test runs with an empty home of its own.
+            home = dir.display(),
         ));
     }
     format!(
@@ -206,7 +209,7 @@ fn codex_stage_script() -> Script {
 /// Every role's agent is Codex against the Responses API at `url` (a provider
 /// entry orch writes into the run's CODEX_HOME), with `extra` keys added to
 /// each `[agents.<role>]` table and `tail` appended to the config.
-fn codex_config(url: &str, extra: &str, tail: &str) -> String {
+fn codex_config(url: &str, home: &Path, extra: &str, tail: &str) -> String {
     let bin = agent_cli("codex");
     let mut agents = String::new();
     for role in ["analyst", "architect", "developer", "tester", "deployer"] {
@@ -218,10 +221,11 @@ binary = "{bin}"
 model = "gpt-5-codex"
 timeout_s = 30
 provider = {{ name = "stub", base_url = "{url}/v1", env_key = "STUB_API_KEY" }}
-env = {{ STUB_API_KEY = "sk-test-dummy" }}
+env = {{ STUB_API_KEY = "sk-test-dummy", HOME = "{home}" }}
 {extra}
 "#,
             bin = bin.display(),
+            home = home.display(),
         ));
     }
     format!(
@@ -232,7 +236,7 @@ env = {{ STUB_API_KEY = "sk-test-dummy" }}
 
 async fn codex_drives_a_quick_track_item_to_done(backend: Backend) {
     let stub = ModelStub::start(codex_stage_script());
-    let (h, _side) = harness(backend, |_| codex_config(&stub.base_url(), "", "")).await;
+    let (h, _side) = harness(backend, |d| codex_config(&stub.base_url(), d, "", "")).await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
@@ -275,7 +279,7 @@ async fn codex_drives_a_quick_track_item_to_done(backend: Backend) {
 /// As [`claude_run_fails`], for Codex.
 async fn codex_run_fails(backend: Backend, url: &str, extra: &str) -> String {
     let tail = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
-    let (h, _side) = harness(backend, |_| codex_config(url, extra, tail)).await;
+    let (h, _side) = harness(backend, |d| codex_config(url, d, extra, tail)).await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;

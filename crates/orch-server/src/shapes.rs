@@ -2,7 +2,7 @@
 //! output: field names are the interface (they may be added to, never renamed) and
 //! times are RFC 3339 strings, where the store's rows carry milliseconds.
 
-use orch_core::{ItemKey, OperatorAction, Transition};
+use orch_core::{ItemKey, OperatorAction, Transition, Usage};
 use orch_store::{Event, Item, Job};
 use serde_json::{Value, json};
 
@@ -29,7 +29,8 @@ pub fn item(i: &Item) -> Value {
 }
 
 /// A job: `id, item, stage, attempt, status, owner, epoch, pid, started_at,
-/// finished_at, exit_code, reason, verdict, log_path`.
+/// finished_at, exit_code, reason, verdict, log_path, usage` (`usage` is null
+/// for runs that reported none).
 pub fn job(j: &Job) -> Value {
     json!({
         "id": j.id,
@@ -47,7 +48,33 @@ pub fn job(j: &Job) -> Value {
         "reason": j.reason,
         "verdict": j.verdict,
         "log_path": j.log_path,
+        "usage": j.usage.as_ref().map(usage),
     })
+}
+
+/// What agent runs consumed: `turns, input_tokens, output_tokens,
+/// cache_read_tokens, cache_write_tokens, total_tokens, cost_usd` (null when no
+/// run reported a cost).
+pub fn usage(u: &Usage) -> Value {
+    json!({
+        "turns": u.turns,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_tokens": u.cache_read_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "total_tokens": u.total_tokens(),
+        "cost_usd": u.cost_usd,
+    })
+}
+
+/// An item's usage: the sum over its jobs' runs, or null when none reported any
+/// (the item's `usage` field in `GET /items/{key}` and `orch item show --json`).
+pub fn item_usage(jobs: &[Job]) -> Value {
+    let mut reported = jobs.iter().filter_map(|j| j.usage.as_ref()).peekable();
+    if reported.peek().is_none() {
+        return Value::Null;
+    }
+    usage(&reported.fold(Usage::default(), |acc, u| acc.plus(u)))
 }
 
 /// An event: `seq, at, item, job, kind, from, to, epoch, reason, data`.
