@@ -74,3 +74,24 @@ mod tests {
         assert_eq!(u, Usage { turns: 3, ..Usage::default() });
     }
 }
+
+#[cfg(test)]
+mod budget_tests {
+    use super::Usage;
+    use crate::config::Budget;
+
+    #[test]
+    fn a_budget_names_the_first_limit_broken() {
+        let b = Budget { max_cost_usd: Some(1.0), max_tokens: Some(100), max_agent_s: Some(60.0) };
+        let u = Usage { input_tokens: 60, output_tokens: 40, cost_usd: Some(0.5), ..Usage::default() };
+        assert_eq!(b.breached(&u, 10.0), None, "at the limit is not over it");
+        let more = Usage { output_tokens: 41, ..u };
+        assert_eq!(b.breached(&more, 10.0).as_deref(), Some("101 tokens are over max_tokens 100"));
+        let dear = Usage { cost_usd: Some(1.5), ..u };
+        assert_eq!(b.breached(&dear, 10.0).as_deref(), Some("cost $1.5000 is over max_cost_usd 1"));
+        assert_eq!(b.breached(&u, 61.0).as_deref(), Some("61.0s of agent runs are over max_agent_s 60"));
+        // No cost reported (Codex): the cost limit cannot be judged, the others still are.
+        assert_eq!(b.breached(&Usage { cost_usd: None, ..u }, 0.0), None);
+        assert!(Budget::default().is_empty());
+    }
+}

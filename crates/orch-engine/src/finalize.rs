@@ -206,6 +206,10 @@ const FENCED_EVENT_TRIES: u32 = 12;
 /// Exit code and verdict → the stage's result (before gates).
 fn judge(ctx: &Ctx, job: &Job) -> Judged {
     let errored = |reason: String| Judged { result: StageResult::Errored { reason }, escalate: false, verdict: None };
+    if let Some(reason) = job.reason.as_ref().filter(|r| r.starts_with(crate::budget::BUDGET)) {
+        // Retrying would spend more of what is already spent: a human decides.
+        return Judged { result: StageResult::NeedsHuman { reason: reason.clone() }, escalate: false, verdict: None };
+    }
     let Some(code) = job.exit_code else {
         return errored(
             job.reason.clone().unwrap_or_else(|| "exit=lost: the agent ended without an exit status".into()),

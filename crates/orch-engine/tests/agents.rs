@@ -196,6 +196,41 @@ async fn claude_code_stalled_stream_is_stopped(backend: Backend) {
     assert_eq!(stub.model_requests().len(), 1, "the stalled call was made once");
 }
 
+async fn a_budget_overrun_stops_the_run_and_blocks_the_item(backend: Backend) {
+    let stub = ModelStub::start(claude_stage_script());
+    // Each answer of the stub is 100 input and 20 output tokens: the second
+    // pushes the item past 200.
+    let (h, _side) = harness(backend, |d| {
+        claude_config(&stub.base_url(), d, "", "", "").replacen(
+            "path = \".\"\n",
+            "path = \".\"\nbudget = { max_tokens = 200, max_cost_usd = 5 }\n",
+            1,
+        )
+    })
+    .await;
+    let node = h.node("node-a");
+    let run = h.start(&node);
+    let key = h.add_item(ItemKind::Bug).await;
+    let item = h.wait_status(&key, ItemStatus::Blocked).await;
+    assert_eq!(item.stage.as_str(), "development");
+    let jobs = h.jobs(&key).await;
+    assert_eq!(jobs.len(), 1, "blocked, not retried: {jobs:#?}");
+    let reason = jobs[0].reason.clone().unwrap_or_default();
+    assert!(reason.starts_with(&format!("budget: item {key}: ")), "{reason}");
+    assert!(reason.ends_with("tokens are over max_tokens 200 (repo shop)"), "{reason}");
+    let used = jobs[0].usage.expect("the stopped run's usage is kept");
+    assert!(used.total_tokens() > 200, "{used:?}");
+    let blocked = h.events(&key).await.into_iter().find(|e| e.kind == "item.blocked").expect("an item.blocked event");
+    assert!(blocked.reason.as_deref().is_some_and(|r| r.starts_with("budget: ")), "{blocked:?}");
+    let log = std::fs::read_to_string(jobs[0].log_path.as_ref().unwrap()).unwrap();
+    assert!(log.contains("[orch] stopping the run: item"), "{log}");
+    assert_no_process_left(&jobs);
+    assert_eq!(processes_under(h.path()), Vec::<i32>::new(), "processes of the run outlived it");
+    node.shutdown_token().cancel();
+    run.await.unwrap();
+    h.assert_audit_clean().await;
+}
+
 /// One stage's work as the stub scripts it for Codex: append a line naming the
 /// stage to `codex.txt`, write the verdict, answer (shell `function_call`s).
 fn codex_stage_script() -> Script {
@@ -321,6 +356,7 @@ backend_tests!(
     claude_code_max_turns_fails_the_job,
     claude_code_unreachable_api_fails_the_job,
     claude_code_stalled_stream_is_stopped,
+    a_budget_overrun_stops_the_run_and_blocks_the_item,
     codex_drives_a_quick_track_item_to_done,
     codex_api_error_fails_the_job,
     codex_unreachable_api_is_stopped_as_stalled,

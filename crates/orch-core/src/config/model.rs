@@ -152,6 +152,49 @@ pub struct RepoConfig {
     pub main_branch: String,
     /// The track each kind of item starts on.
     pub tracks: BTreeMap<ItemKind, TrackName>,
+    /// What one item's agent runs may use in all.
+    pub budget: Budget,
+}
+
+/// Limits on what one item's agent runs may use in all (`budget = { … }` on a
+/// repo or a track; both apply). A run that pushes its item over one is stopped
+/// and the item blocked with reason `budget`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Budget {
+    /// US dollars, as the agents report cost (Claude Code does; Codex does not).
+    pub max_cost_usd: Option<f64>,
+    /// Input, output and cache tokens together.
+    pub max_tokens: Option<u64>,
+    /// Seconds of agent runs, summed.
+    pub max_agent_s: Option<f64>,
+}
+
+impl Budget {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.max_cost_usd.is_none() && self.max_tokens.is_none() && self.max_agent_s.is_none()
+    }
+
+    /// The first limit `usage` (and `agent_s` seconds of runs) breaks, as a
+    /// reason naming the limit and the amounts, or `None`.
+    pub fn breached(&self, usage: &crate::Usage, agent_s: f64) -> Option<String> {
+        if let (Some(max), Some(cost)) = (self.max_cost_usd, usage.cost_usd)
+            && cost > max
+        {
+            return Some(format!("cost ${cost:.4} is over max_cost_usd {max}"));
+        }
+        if let Some(max) = self.max_tokens
+            && usage.total_tokens() > max
+        {
+            return Some(format!("{} tokens are over max_tokens {max}", usage.total_tokens()));
+        }
+        if let Some(max) = self.max_agent_s
+            && agent_s > max
+        {
+            return Some(format!("{agent_s:.1}s of agent runs are over max_agent_s {max}"));
+        }
+        None
+    }
 }
 
 impl RepoConfig {
@@ -254,6 +297,8 @@ impl AgentConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackConfig {
     pub stages: Vec<StageName>,
+    /// What one item's agent runs may use while on this track's stages.
+    pub budget: Budget,
 }
 
 /// One `[stages.<name>]` table.
@@ -385,6 +430,14 @@ impl Config {
 
     pub fn first_stage(&self, track: &TrackName) -> Option<&StageName> {
         self.tracks.get(track)?.stages.first()
+    }
+
+    /// The budgets that apply to an item of `repo` on `track` (the repo's, then
+    /// the track's), leaving out empty ones.
+    pub fn budgets_for(&self, repo: &str, track: &TrackName) -> Vec<(String, Budget)> {
+        let repo_budget = self.repo(repo).map(|r| (format!("repo {repo}"), r.budget));
+        let track_budget = self.tracks.get(track).map(|t| (format!("track {track}"), t.budget));
+        repo_budget.into_iter().chain(track_budget).filter(|(_, b)| !b.is_empty()).collect()
     }
 
     /// The agent that runs `stage`.

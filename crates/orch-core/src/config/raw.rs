@@ -46,6 +46,7 @@ pub(crate) struct RawRepo {
     pub(crate) forge: Option<At<String>>,
     pub(crate) main_branch: Option<At<String>>,
     pub(crate) tracks: Vec<(ItemKind, At<String>)>,
+    pub(crate) budget: Option<RawBudget>,
 }
 
 #[derive(Debug)]
@@ -81,6 +82,16 @@ pub(crate) struct RawProvider {
 pub(crate) struct RawTrack {
     pub(crate) name: At<String>,
     pub(crate) stages: Strings,
+    pub(crate) budget: Option<RawBudget>,
+}
+
+/// A `budget = { max_cost_usd, max_tokens, max_agent_s }` table.
+#[derive(Clone, Debug)]
+pub(crate) struct RawBudget {
+    pub(crate) path: String,
+    pub(crate) max_cost_usd: Option<At<f64>>,
+    pub(crate) max_tokens: Option<At<i64>>,
+    pub(crate) max_agent_s: Option<At<f64>>,
 }
 
 #[derive(Debug)]
@@ -372,7 +383,9 @@ impl Reader<'_, '_> {
         let forge = self.optional(t, "forge", |r, v| r.string(&join(&path, "forge"), v));
         let main_branch = self.optional(t, "main_branch", |r, v| r.string(&join(&path, "main_branch"), v));
         let tracks = self.optional(t, "tracks", |r, v| r.repo_tracks(&join(&path, "tracks"), v)).unwrap_or_default();
+        let budget = self.optional(t, "budget", |r, v| r.budget(&join(&path, "budget"), v));
         Some(RawRepo {
+            budget,
             index,
             name: name?,
             key: key?,
@@ -432,6 +445,19 @@ impl Reader<'_, '_> {
         Some(self.at(v, out))
     }
 
+    fn budget(&mut self, path: &str, v: &Value<'_>) -> Option<RawBudget> {
+        let t = self.table(path, v)?;
+        self.known_keys(path, t, schema::BUDGET);
+        Some(RawBudget {
+            path: path.to_owned(),
+            max_cost_usd: self.optional(t, "max_cost_usd", |r, v| {
+                r.number(&join(path, "max_cost_usd"), v, "an amount in US dollars, e.g. 5 or 0.5")
+            }),
+            max_tokens: self.optional(t, "max_tokens", |r, v| r.count(&join(path, "max_tokens"), v)),
+            max_agent_s: self.optional(t, "max_agent_s", |r, v| r.seconds(&join(path, "max_agent_s"), v)),
+        })
+    }
+
     fn provider(&mut self, path: &str, v: &Value<'_>) -> Option<At<RawProvider>> {
         let t = self.table(path, v)?;
         self.known_keys(path, t, schema::PROVIDER);
@@ -452,7 +478,8 @@ impl Reader<'_, '_> {
                 return None;
             }
         };
-        Some(RawTrack { name, stages })
+        let budget = self.optional(t, "budget", |r, v| r.budget(&join(&path, "budget"), v));
+        Some(RawTrack { name, stages, budget })
     }
 
     fn stage(&mut self, name: At<String>, path: String, t: &DeTable<'_>) -> Option<RawStage> {

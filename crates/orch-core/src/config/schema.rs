@@ -7,7 +7,7 @@ pub(crate) const TOP: &[&str] =
     &["server", "store", "node", "reaper", "repos", "agents", "tracks", "stages", "edges", "gates"];
 /// Keys of one `[[repos]]` entry.
 pub(crate) const REPO: &[&str] =
-    &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email"];
+    &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email", "budget"];
 /// Keys of one `[agents.<role>]` table.
 pub(crate) const AGENT: &[&str] = &[
     "adapter",
@@ -27,7 +27,9 @@ pub(crate) const AGENT: &[&str] = &[
 /// Keys of an agent's `provider` table (adapter `codex`).
 pub(crate) const PROVIDER: &[&str] = &["name", "base_url", "env_key"];
 /// Keys of one `[tracks.<name>]` table.
-pub(crate) const TRACK: &[&str] = &["stages"];
+pub(crate) const TRACK: &[&str] = &["stages", "budget"];
+/// Keys of a repo's or track's `budget` table (what one item's runs may use).
+pub(crate) const BUDGET: &[&str] = &["max_cost_usd", "max_tokens", "max_agent_s"];
 /// Keys of one `[stages.<name>]` table.
 pub(crate) const STAGE: &[&str] = &["role", "max_attempts"];
 /// Keys of one `[[edges]]` entry.

@@ -58,6 +58,35 @@ struct Validator<'a> {
 }
 
 /// Whether `s` is a usable number of seconds: finite and above zero.
+/// A repo's or track's budget, every limit checked to be positive.
+pub(crate) fn budget(b: &super::raw::RawBudget, sink: &mut Sink) -> super::model::Budget {
+    let mut positive = |v: &Option<At<f64>>, key: &str, what: &str| {
+        v.as_ref().and_then(|n| {
+            if is_positive(n.value) {
+                Some(n.value)
+            } else {
+                sink.error(
+                    &n.origin,
+                    format!("{}.{key}", b.path),
+                    format!("expected {what} greater than 0, got {}", n.value),
+                );
+                None
+            }
+        })
+    };
+    let max_cost_usd = positive(&b.max_cost_usd, "max_cost_usd", "an amount in US dollars");
+    let max_agent_s = positive(&b.max_agent_s, "max_agent_s", "a number of seconds");
+    let max_tokens = b.max_tokens.as_ref().and_then(|n| match u64::try_from(n.value) {
+        Ok(t) if t > 0 => Some(t),
+        _ => {
+            let msg = format!("expected a number of tokens greater than 0, got {}", n.value);
+            sink.error(&n.origin, format!("{}.max_tokens", b.path), msg);
+            None
+        }
+    });
+    super::model::Budget { max_cost_usd, max_tokens, max_agent_s }
+}
+
 fn is_positive(s: f64) -> bool {
     s.is_finite() && s > 0.0
 }
@@ -523,6 +552,7 @@ impl Validator<'_> {
                     forge,
                     main_branch: main_branch.value,
                     tracks: kinds.into_iter().map(|(k, t)| (k, TrackName::new(t.value))).collect(),
+                    budget: r.budget.as_ref().map(|b| budget(b, self.sink)).unwrap_or_default(),
                 });
             }
         }
