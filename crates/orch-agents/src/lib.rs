@@ -15,6 +15,7 @@
 
 pub mod claude;
 pub mod codex;
+pub mod prompt;
 mod stream;
 mod text;
 

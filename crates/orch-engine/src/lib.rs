@@ -32,7 +32,7 @@ mod node;
 mod node_registry;
 pub mod ops;
 pub mod process;
-mod prompt;
+pub mod prompt;
 pub mod reaper;
 mod reconcile;
 mod registry;

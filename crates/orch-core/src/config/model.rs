@@ -154,6 +154,9 @@ pub struct RepoConfig {
     pub tracks: BTreeMap<ItemKind, TrackName>,
     /// What one item's agent runs may use in all.
     pub budget: Budget,
+    /// A folder of prompt templates overriding the built-in ones (`common.md`,
+    /// `<role>.md`), relative to the config's folder.
+    pub prompts: Option<PathBuf>,
 }
 
 /// Limits on what one item's agent runs may use in all (`budget = { … }` on a

@@ -47,6 +47,7 @@ pub(crate) struct RawRepo {
     pub(crate) main_branch: Option<At<String>>,
     pub(crate) tracks: Vec<(ItemKind, At<String>)>,
     pub(crate) budget: Option<RawBudget>,
+    pub(crate) prompts: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -384,8 +385,10 @@ impl Reader<'_, '_> {
         let main_branch = self.optional(t, "main_branch", |r, v| r.string(&join(&path, "main_branch"), v));
         let tracks = self.optional(t, "tracks", |r, v| r.repo_tracks(&join(&path, "tracks"), v)).unwrap_or_default();
         let budget = self.optional(t, "budget", |r, v| r.budget(&join(&path, "budget"), v));
+        let prompts = self.optional(t, "prompts", |r, v| r.string(&join(&path, "prompts"), v));
         Some(RawRepo {
             budget,
+            prompts,
             index,
             name: name?,
             key: key?,

@@ -6,8 +6,19 @@
 pub(crate) const TOP: &[&str] =
     &["server", "store", "node", "reaper", "repos", "agents", "tracks", "stages", "edges", "gates"];
 /// Keys of one `[[repos]]` entry.
-pub(crate) const REPO: &[&str] =
-    &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email", "budget"];
+pub(crate) const REPO: &[&str] = &[
+    "name",
+    "key",
+    "path",
+    "url",
+    "forge",
+    "main_branch",
+    "tracks",
+    "author_name",
+    "author_email",
+    "budget",
+    "prompts",
+];
 /// Keys of one `[agents.<role>]` table.
 pub(crate) const AGENT: &[&str] = &[
     "adapter",

@@ -553,6 +553,7 @@ impl Validator<'_> {
                     main_branch: main_branch.value,
                     tracks: kinds.into_iter().map(|(k, t)| (k, TrackName::new(t.value))).collect(),
                     budget: r.budget.as_ref().map(|b| budget(b, self.sink)).unwrap_or_default(),
+                    prompts: r.prompts.as_ref().map(|p| PathBuf::from(&p.value)),
                 });
             }
         }

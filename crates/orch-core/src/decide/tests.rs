@@ -75,6 +75,7 @@ fn config() -> Config {
             main_branch: "main".into(),
             tracks: [(ItemKind::Bug, TrackName::from("quick"))].into_iter().collect(),
             budget: Default::default(),
+            prompts: None,
         }],
         agents,
         tracks,
