@@ -207,3 +207,67 @@ async fn handle(parser: &mut StreamParser, line: &[u8], overlong: bool, sink: &m
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use orch_core::config::AdapterKind;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{MAX_LINE_BYTES, pump, raw_path};
+
+    /// Runs `script` with its stdout piped into `pump` (a Claude Code parser).
+    async fn pumped(script: &str, stall: Duration) -> (super::StreamEnd, String, String, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("job-1.log");
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stop = CancellationToken::new();
+        let parser = orch_agents::parser(AdapterKind::ClaudeCode).unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // The launcher's part: kill the process when the run is told to stop.
+        let (end, ()) = tokio::join!(pump(stdout, parser, &log, stall, &stop, None), async {
+            tokio::select! {
+                () = stop.cancelled() => { let _ = child.kill().await; }
+                _ = child.wait() => {}
+            }
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let raw = String::from_utf8_lossy(&std::fs::read(raw_path(&log)).unwrap_or_default()).into_owned();
+        (end, text, raw, stop.is_cancelled())
+    }
+
+    /// Garbage, an overlong line, binary bytes and a line without newline at the
+    /// end: each bad line is noted and skipped, the good ones still count.
+    #[tokio::test]
+    async fn hostile_lines_are_skipped_and_the_rest_still_parsed() {
+        let script = format!(
+            "echo 'not json at all'; echo '{{\"no\":\"type\"}}'; head -c {} /dev/zero | tr '\\0' x; echo; \
+             printf '\\377\\376\\001\\n'; \
+             printf '%s' '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\",\"num_turns\":2,\"usage\":{{\"input_tokens\":5,\"output_tokens\":7}}}}'",
+            MAX_LINE_BYTES + 10
+        );
+        let (end, log, raw, stopped) = pumped(&script, Duration::from_secs(30)).await;
+        assert!(!stopped && !end.stalled);
+        assert_eq!(log.matches("[orch] skipped a stream line").count(), 4, "{log}");
+        assert!(log.contains(&format!("longer than {MAX_LINE_BYTES} bytes")), "{log}");
+        assert!(log.contains("[agent] result: success after 2 turns, 5 input + 7 output tokens: ok"), "{log}");
+        assert_eq!((end.parser.usage().turns, end.parser.usage().output_tokens), (2, 7));
+        assert!(raw.starts_with("not json at all\n") && raw.len() > MAX_LINE_BYTES, "the raw stream is kept whole");
+    }
+
+    /// A stream that goes quiet is stopped after `stall`, whatever it printed before.
+    #[tokio::test]
+    async fn a_quiet_stream_is_reported_stalled_and_stopped() {
+        let script = r#"echo '{"type":"system","subtype":"init","model":"m"}'; exec sleep 30"#;
+        let (end, log, _, stopped) = pumped(script, Duration::from_millis(300)).await;
+        assert!(end.stalled && stopped, "{log}");
+        assert!(log.contains("[orch] the agent's stream showed no progress for 0.3s: stopping the run"), "{log}");
+    }
+}
