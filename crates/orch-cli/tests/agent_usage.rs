@@ -17,6 +17,11 @@ use serde_json::Value;
 
 /// `GET path` on a fresh connection; the body as JSON.
 fn get_json(port: u16, path: &str) -> Option<Value> {
+    serde_json::from_str(&get_text(port, path)?).ok()
+}
+
+/// `GET path` on a fresh connection; the body as text.
+fn get_text(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
@@ -25,7 +30,7 @@ fn get_json(port: u16, path: &str) -> Option<Value> {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     assert!(!head.to_ascii_lowercase().contains("chunked"), "unexpected chunked answer: {head}");
-    serde_json::from_str(body).ok()
+    Some(body.to_owned())
 }
 
 #[test]
@@ -92,5 +97,23 @@ fn usage_of_a_claude_code_run_shows_in_item_show_and_the_api() {
     assert_eq!(api_item["usage"], *usage, "{api_item:#}");
     let api_job = get_json(port, &format!("/jobs/{}", jobs[0]["id"])).unwrap();
     assert_eq!(api_job["usage"], *usage, "{api_job:#}");
+
+    // The same run in /metrics: its tokens by kind, its turns and its cost.
+    let stage = jobs[0]["stage"].as_str().unwrap();
+    let metrics = get_text(port, "/metrics").unwrap();
+    let sample = |name: &str, labels: &[&str]| -> Option<f64> {
+        metrics.lines().find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let ok = series.starts_with(&format!("{name}{{"))
+                && series.contains(&format!("stage=\"{stage}\""))
+                && labels.iter().all(|lb| series.contains(lb));
+            ok.then(|| value.parse().ok()).flatten()
+        })
+    };
+    assert_eq!(sample("orch_agent_tokens_total", &["kind=\"input\""]), Some(300.0), "{metrics}");
+    assert_eq!(sample("orch_agent_tokens_total", &["kind=\"output\""]), Some(60.0), "{metrics}");
+    assert_eq!(sample("orch_agent_turns_total", &[]), Some(3.0), "{metrics}");
+    let cost = sample("orch_agent_cost_usd", &[]).expect("a cost sample");
+    assert!((cost - 0.0018).abs() < 1e-9, "{metrics}");
     d.assert_audit_clean();
 }

@@ -192,6 +192,9 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                         _ => return stopped(ctx, job, Some(ctx.now())).await,
                     },
                 };
+                if let Some(u) = &usage {
+                    ctx.metrics.agent_used(job.stage.as_str(), u);
+                }
                 exit.usage = usage;
                 exit
             }
