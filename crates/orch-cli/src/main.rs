@@ -48,6 +48,8 @@ enum Command {
     Item(cmd::item::Args),
     /// List and show the local forge's pull requests (one per item).
     Pr(cmd::pr::Args),
+    /// Show the role prompt an agent would get for an item (`prompt show KEY [--stage S]`).
+    Prompt(cmd::prompt::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => cmd::migrate::run(&cli.config, &args),
         Command::Item(args) => cmd::item::run(&cli.config, &args),
         Command::Pr(args) => cmd::pr::run(&cli.config, &args),
+        Command::Prompt(args) => cmd::prompt::run(&cli.config, &args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! Output helpers for the CLI: the JSON shapes are the API's own (one copy, in
 //! `orch_server::shapes`), and text tables for people.
 
-pub(crate) use orch_server::shapes::{event, item, job};
+pub(crate) use orch_server::shapes::{event, item, item_usage, job};
 
 /// Rows printed as columns padded to their widest cell (the last column is not
 /// padded, so long titles do not drag trailing spaces).

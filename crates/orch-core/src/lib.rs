@@ -13,6 +13,7 @@ pub mod key;
 pub mod model;
 pub mod names;
 pub mod time;
+pub mod usage;
 pub mod verdict;
 
 pub use decide::{
@@ -23,4 +24,5 @@ pub use key::{ItemKey, KeyError, KeyPrefix};
 pub use model::{ItemKind, ItemState, ItemStatus, JobStatus, ParseEnumError};
 pub use names::{GateName, RoleName, StageName, TrackName};
 pub use time::Timestamp;
+pub use usage::Usage;
 pub use verdict::{Verdict, VerdictError, VerdictValue};

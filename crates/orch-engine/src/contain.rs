@@ -274,7 +274,7 @@ mod tests {
         let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script];
         let log = dir.path().join("log");
         let file = crate::untrusted::create_fresh(&log).unwrap();
-        let mut spawned = crate::process::spawn(&argv, dir.path(), &[], (&log, file), Some(cg)).unwrap();
+        let mut spawned = crate::process::spawn(&argv, dir.path(), &[], (&log, file), Some(cg), false).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
             assert!(Instant::now() < deadline, "the daemon never started");

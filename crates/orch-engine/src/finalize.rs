@@ -207,6 +207,10 @@ const FENCED_EVENT_TRIES: u32 = 12;
 /// Exit code and verdict → the stage's result (before gates).
 fn judge(ctx: &Ctx, job: &Job) -> Judged {
     let errored = |reason: String| Judged { result: StageResult::Errored { reason }, escalate: false, verdict: None };
+    if let Some(reason) = job.reason.as_ref().filter(|r| r.starts_with(crate::budget::BUDGET)) {
+        // Retrying would spend more of what is already spent: a human decides.
+        return Judged { result: StageResult::NeedsHuman { reason: reason.clone() }, escalate: false, verdict: None };
+    }
     let Some(code) = job.exit_code else {
         return errored(
             job.reason.clone().unwrap_or_else(|| "exit=lost: the agent ended without an exit status".into()),
@@ -222,8 +226,11 @@ fn judge(ctx: &Ctx, job: &Job) -> Judged {
             escalate: false,
             verdict: None,
         },
-        VerdictSource::File if code != 0 => errored(format!("agent exited with code {code}")),
-        VerdictSource::File => {
+        VerdictSource::File | VerdictSource::Result if code != 0 => {
+            // A coding agent's adapter records why its run failed (max turns, an API error).
+            errored(job.reason.clone().unwrap_or_else(|| format!("agent exited with code {code}")))
+        }
+        VerdictSource::File | VerdictSource::Result => {
             let Some(raw) = job.verdict.clone() else {
                 return errored(job.reason.clone().unwrap_or_else(|| "bad verdict: none was recorded".into()));
             };

@@ -174,6 +174,7 @@ async fn run_gate(
         env: &env,
         log: log.clone(),
         log_mode: LogMode::Fresh,
+        pipe_stdout: false,
     };
     let proc_ = match launch::start(ctx, job, &spec, lost).await {
         Ok(s) => s,

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use orch_agents::Outcome;
 use orch_core::config::{AdapterKind, VerdictSource};
 use orch_core::{Verdict, VerdictError};
 use orch_store::{ExitInfo, Job, RunInfo};
@@ -16,7 +17,7 @@ use crate::ctx::Ctx;
 use crate::launch::{self, INFRA, LogMode, ProcSpec};
 use crate::process::Ended;
 use crate::vcs::{self, AfterRun};
-use crate::{Error, finalize, prompt, untrusted};
+use crate::{Error, adapter, agent_stream, budget, finalize, prompt, untrusted};
 
 /// Runs `job` (claimed by this node at `job.epoch`) to its transition.
 /// The caller's guard releases the job from the owned map when this returns.
@@ -26,10 +27,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
         // Validation guarantees every stage has an agent; a store row from an older
         // config may not. Fail the job with the reason rather than crash.
         let reason = format!("stage {} has no agent in the config", job.stage);
-        return finish(ctx, job, lost, ExitInfo { exit_code: None, reason: Some(reason), verdict: None }).await;
+        return finish(ctx, job, lost, ExitInfo { exit_code: None, reason: Some(reason), verdict: None, usage: None })
+            .await;
     };
     let log_path = ctx.layout.job_log(id);
-    let infra = |reason: String| ExitInfo { exit_code: None, reason: Some(reason), verdict: None };
+    let infra = |reason: String| ExitInfo { exit_code: None, reason: Some(reason), verdict: None, usage: None };
     if let Err(e) = ctx.layout.prepare() {
         let reason = format!("{INFRA}cannot prepare the data folder {}: {e}", ctx.layout.root().display());
         return finish(ctx, job, lost, infra(reason)).await;
@@ -50,7 +52,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
         // A stage that is all checks: no process, straight to its gates.
         let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: log_path.display().to_string() };
         owner_write(ctx, job, "record_started", ctx.store.record_started(id, epoch, run, ctx.now())).await?;
-        ExitInfo { exit_code: Some(0), reason: None, verdict: None }
+        ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None }
     } else {
         let verdict_path = ctx.layout.verdict_file(id);
         let prompt_path = ctx.layout.prompt_file(id);
@@ -61,11 +63,14 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                 .map_err(|source| Error::Io { path: verdict_path.display().to_string(), source })?;
             prompt::write(ctx, job, role, &prompt_path).await
         };
-        if let Err(e) = prepared.await {
-            let reason = format!("{INFRA}cannot write the agent's prompt or clear its verdict file: {e}");
-            return finish(ctx, job, lost, ExitInfo { exit_code: None, reason: Some(reason), verdict: None }).await;
-        }
-        let env = vec![
+        let prompt_text = match prepared.await {
+            Ok(text) => text,
+            Err(e) => {
+                let reason = format!("{INFRA}cannot write the agent's prompt or clear its verdict file: {e}");
+                return finish(ctx, job, lost, infra(reason)).await;
+            }
+        };
+        let mut env = vec![
             ("ORCH_ITEM".to_owned(), job.item.to_string()),
             ("ORCH_STAGE".to_owned(), job.stage.to_string()),
             ("ORCH_ROLE".to_owned(), role.to_string()),
@@ -75,7 +80,18 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
             ("ORCH_PROMPT_FILE".to_owned(), prompt_path.display().to_string()),
             ("ORCH_VERDICT_FILE".to_owned(), verdict_path.display().to_string()),
         ];
-        let command = ctx.config.resolve_argv(&agent.command);
+        let paths = adapter::Paths { prompt_file: &prompt_path, verdict_file: &verdict_path, worktree: &workdir };
+        let (command, parser) = match adapter::prepare(ctx, agent, id, &prompt_text, &paths).await {
+            Ok(Some(p)) => {
+                // The contract's variables come last, so an adapter's env cannot shadow them.
+                env.splice(0..0, p.env);
+                (p.argv, Some(p.parser))
+            }
+            Ok(None) => (ctx.config.resolve_argv(&agent.command), None),
+            Err(why) => {
+                return finish(ctx, job, lost, infra(format!("{INFRA}cannot prepare the agent's run: {why}"))).await;
+            }
+        };
         let spec = ProcSpec {
             name: format!("job-{id}-e{epoch}-agent"),
             argv: &command,
@@ -83,6 +99,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
             env: &env,
             log: log_path.clone(),
             log_mode: LogMode::Append,
+            pipe_stdout: parser.is_some(),
         };
         match launch::start(ctx, job, &spec, lost).await {
             Err(e) => {
@@ -91,12 +108,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                 }
                 warn!(item = %job.item, job = %id, epoch, error = %e, "agent could not start");
                 ExitInfo {
-                    exit_code: None,
                     reason: Some(format!("{INFRA}agent for role {role} could not start: {e}")),
-                    verdict: None,
+                    ..ExitInfo::default()
                 }
             }
-            Ok(started) => {
+            Ok(mut started) => {
                 let pid = started.spawned.pid;
                 let run = RunInfo {
                     pid,
@@ -117,8 +133,21 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                     };
                 }
                 info!(item = %job.item, job = %id, epoch, pid, stage = %job.stage, "job.started");
+                // A stop of this run alone (stall, budget) or of everything the
+                // owner holds (`lost`, which cancels this child token too).
+                let run_stop = lost.child_token();
                 let ran = std::time::Instant::now();
-                let ended = launch::wait(ctx, job, started, agent.timeout(), lost).await;
+                let stdout = started.spawned.child.stdout.take();
+                let budget = budget::check(ctx, job).await;
+                let (ended, streamed) =
+                    tokio::join!(launch::wait(ctx, job, started, agent.timeout(), &run_stop), async {
+                        match (stdout, parser) {
+                            (Some(out), Some(p)) => {
+                                Some(agent_stream::pump(out, p, &log_path, agent.cli.stall(), &run_stop, budget).await)
+                            }
+                            _ => None,
+                        }
+                    });
                 ctx.metrics.agent_ran(job.stage.as_str(), ran.elapsed());
                 if lost.is_cancelled() {
                     // However the process ended (the self-fence SIGKILLs it before
@@ -126,32 +155,48 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                     // not ours to record. Every process of the run is dead by now.
                     return stopped(ctx, job, Some(ctx.now())).await;
                 }
-                match ended {
+                let usage = streamed.as_ref().map(|s| s.parser.usage()).filter(|u| !u.is_empty());
+                let outcome = streamed.as_ref().map(|s| s.parser.outcome());
+                let mut exit = match ended {
                     Ended::Exited(code) => match vcs::after_run(ctx, job, &item, &tree, role.as_str()).await {
-                        Ok(_) => exit_with_verdict(code, agent.verdict, &verdict_path).await,
+                        Ok(_) => exit_with_verdict(code, agent.verdict, &verdict_path, outcome.as_ref()).await,
                         Err(AfterRun::Fenced) => {
                             return finalize::fenced_out(ctx, job, "push", Some(ctx.now())).await;
                         }
-                        Err(AfterRun::Contained(why)) => ExitInfo {
-                            exit_code: None,
-                            reason: Some(format!("agent left its branch: {why}")),
-                            verdict: None,
-                        },
+                        Err(AfterRun::Contained(why)) => {
+                            ExitInfo { reason: Some(format!("agent left its branch: {why}")), ..ExitInfo::default() }
+                        }
                         Err(AfterRun::Infra(reason)) => infra(reason),
                     },
                     Ended::Signalled(sig) => ExitInfo {
-                        exit_code: None,
                         reason: Some(format!("exit=lost: agent was killed by signal {sig}")),
-                        verdict: None,
+                        ..ExitInfo::default()
                     },
                     Ended::TimedOut => ExitInfo {
-                        exit_code: None,
                         reason: Some(format!("timeout: agent ran past its timeout_s of {}s", agent.timeout_s)),
-                        verdict: None,
+                        ..ExitInfo::default()
                     },
-                    // Every process of the run is dead by now.
-                    Ended::Stopped => return stopped(ctx, job, Some(ctx.now())).await,
+                    Ended::Stopped => match &streamed {
+                        Some(s) if s.over_budget.is_some() => ExitInfo {
+                            reason: s.over_budget.as_ref().map(|r| format!("{}{r}", budget::BUDGET)),
+                            ..ExitInfo::default()
+                        },
+                        Some(s) if s.stalled => ExitInfo {
+                            reason: Some(format!(
+                                "stalled: the agent's event stream showed no progress for {}s; the run was stopped",
+                                agent.cli.stall_s
+                            )),
+                            ..ExitInfo::default()
+                        },
+                        // Every process of the run is dead by now.
+                        _ => return stopped(ctx, job, Some(ctx.now())).await,
+                    },
+                };
+                if let Some(u) = &usage {
+                    ctx.metrics.agent_used(job.stage.as_str(), u);
                 }
+                exit.usage = usage;
+                exit
             }
         }
     };
@@ -215,12 +260,41 @@ async fn refetch(ctx: &Ctx, job: &Job) -> Result<Job, Error> {
 /// verdict is read and validated here, on the node whose disk holds it, and stored
 /// in the job row (or the reason it was refused), so whichever node finalizes the
 /// job judges the same verdict. The file is the agent's: read as hostile input.
-async fn exit_with_verdict(code: i32, source: VerdictSource, path: &Path) -> ExitInfo {
+///
+/// A coding agent's `outcome` (from its event stream) comes first: a run that
+/// reported failure (max turns, an API error) fails with that reason whatever it
+/// wrote; with `verdict = "result"`, a run that succeeded without writing a
+/// verdict file stands as a pass.
+async fn exit_with_verdict(code: i32, source: VerdictSource, path: &Path, outcome: Option<&Outcome>) -> ExitInfo {
     let mut exit = ExitInfo { exit_code: Some(code), ..ExitInfo::default() };
-    if code == 0 && source == VerdictSource::File {
+    match outcome {
+        Some(Outcome::Failed { reason }) => {
+            exit.reason = Some(reason.clone());
+            return exit;
+        }
+        Some(Outcome::Unfinished) if code != 0 => {
+            exit.reason = Some(format!("the agent exited with code {code} before reporting a result"));
+            return exit;
+        }
+        _ => {}
+    }
+    if code == 0 && matches!(source, VerdictSource::File | VerdictSource::Result) {
         let limit = orch_core::verdict::MAX_VERDICT_BYTES as u64;
         let parsed = match untrusted::read(path, limit).await {
             Ok(bytes) => Verdict::parse(&bytes).map_err(|e| e.to_string()),
+            Err(untrusted::ReadError::Missing { .. }) if source == VerdictSource::Result => match outcome {
+                Some(Outcome::Success { summary }) => {
+                    let summary = if summary.is_empty() { "the agent finished without error" } else { summary };
+                    Ok(Verdict {
+                        verdict: orch_core::VerdictValue::Pass,
+                        summary: summary.to_owned(),
+                        escalate: false,
+                        artifacts: Vec::new(),
+                        metrics: Default::default(),
+                    })
+                }
+                _ => Err("the agent wrote no verdict file and reported no result".to_owned()),
+            },
             Err(untrusted::ReadError::Missing { .. }) => Err(VerdictError::Missing.to_string()),
             Err(untrusted::ReadError::TooLarge { size, .. }) => {
                 Err(VerdictError::TooLarge { size: usize::try_from(size).unwrap_or(usize::MAX) }.to_string())

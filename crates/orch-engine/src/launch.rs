@@ -46,6 +46,9 @@ pub(crate) struct ProcSpec<'a> {
     pub(crate) env: &'a [(String, String)],
     pub(crate) log: PathBuf,
     pub(crate) log_mode: LogMode,
+    /// Stdout into a pipe (a coding agent's event stream, read by `agent_stream`)
+    /// instead of the log; stderr still goes to the log.
+    pub(crate) pipe_stdout: bool,
 }
 
 /// A started process tree of a job.
@@ -64,7 +67,7 @@ fn try_start(ctx: &Ctx, spec: &ProcSpec<'_>) -> Result<Spawned, SpawnError> {
     }
     .map_err(|source| SpawnError::Log { path: spec.log.display().to_string(), source })?;
     let cgroup = ctx.containment.job_cgroup(&spec.name).map_err(SpawnError::Cgroup)?;
-    process::spawn(spec.argv, spec.cwd, spec.env, (&spec.log, log), cgroup)
+    process::spawn(spec.argv, spec.cwd, spec.env, (&spec.log, log), cgroup, spec.pipe_stdout)
 }
 
 /// Starts `spec` for `job` (held at `job.epoch`), retrying a failed start with

@@ -61,6 +61,12 @@ impl Layout {
         self.root.join("prompts").join(format!("job-{job}.md"))
     }
 
+    /// A folder orch owns for one job's agent run: Codex's `CODEX_HOME` and other
+    /// files an adapter writes before the start. Made afresh for every run.
+    pub fn agent_scratch(&self, job: JobId) -> PathBuf {
+        self.root.join("agents").join(format!("job-{job}"))
+    }
+
     /// Where node `node` records the process groups it has started.
     pub fn run_dir(&self, node: &str) -> PathBuf {
         self.root.join("run").join(node)
@@ -72,7 +78,7 @@ impl Layout {
     /// # Errors
     /// The I/O error of the folder that could not be made.
     pub fn prepare(&self) -> std::io::Result<()> {
-        for sub in ["logs", "verdicts", "prompts", "work", "repos", "merge", "preview"] {
+        for sub in ["logs", "verdicts", "prompts", "agents", "work", "repos", "merge", "preview"] {
             std::fs::create_dir_all(self.root.join(sub))?;
         }
         Ok(())

@@ -11,7 +11,10 @@
 //! - Time comes from the injected `Clock`; no module reads the system time itself.
 //! - No agent process outlives its job: every exit path kills the whole group.
 
+mod adapter;
+mod agent_stream;
 pub mod audit;
+mod budget;
 pub mod clock;
 pub mod contain;
 mod ctx;
@@ -29,7 +32,7 @@ mod node;
 mod node_registry;
 pub mod ops;
 pub mod process;
-mod prompt;
+pub mod prompt;
 pub mod reaper;
 mod reconcile;
 mod registry;

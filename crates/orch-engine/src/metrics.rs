@@ -84,6 +84,13 @@ pub mod names {
     pub const GATE_DURATION: &str = "orch_gate_duration_seconds";
     /// Histogram, label `stage`: how long each agent process ran.
     pub const AGENT_DURATION: &str = "orch_agent_duration_seconds";
+    /// Counter, labels `stage` and `kind` (`input`, `output`, `cache_read`,
+    /// `cache_write`): tokens agent runs reported.
+    pub const AGENT_TOKENS: &str = "orch_agent_tokens_total";
+    /// Counter, label `stage`: model turns agent runs reported.
+    pub const AGENT_TURNS: &str = "orch_agent_turns_total";
+    /// Gauge (only grows), label `stage`: US dollars agent runs reported spending.
+    pub const AGENT_COST: &str = "orch_agent_cost_usd";
 }
 
 impl Metrics {
@@ -133,6 +140,24 @@ impl Metrics {
     pub fn agent_ran(&self, stage: &str, duration: std::time::Duration) {
         metrics::histogram!(names::AGENT_DURATION, "stage" => stage.to_owned()).record(duration.as_secs_f64());
     }
+    /// What one agent run reported consuming (Claude Code, Codex).
+    pub fn agent_used(&self, stage: &str, usage: &orch_core::Usage) {
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ] {
+            metrics::counter!(names::AGENT_TOKENS, "stage" => stage.to_owned(), "kind" => kind).increment(n);
+        }
+        metrics::counter!(names::AGENT_TURNS, "stage" => stage.to_owned()).increment(usage.turns);
+        if let Some(cost) = usage.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+            // A float counter: the facade's counters are integers, so the
+            // running sum is kept by a gauge that only ever grows.
+            metrics::gauge!(names::AGENT_COST, "stage" => stage.to_owned()).increment(cost);
+        }
+    }
+
     pub fn pass_done(&self, at_ms: i64) {
         self.last_pass_at_ms.store(at_ms, Ordering::Relaxed);
     }

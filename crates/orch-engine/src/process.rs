@@ -100,8 +100,10 @@ fn resolve(program: &str, cwd: &Path, path_var: Option<&str>) -> Result<std::pat
 }
 
 /// Spawns `argv` in `cwd` with `env` added, as the leader of a new process group,
-/// with stdin closed and stdout and stderr going to `log`. With a `cgroup` the
-/// child joins it before it runs anything of the command's (see `contain`).
+/// with stdin closed and stdout and stderr going to `log` — or, with
+/// `pipe_stdout`, stdout into a pipe the caller reads (a coding agent's event
+/// stream) and stderr to `log`. With a `cgroup` the child joins it before it
+/// runs anything of the command's (see `contain`).
 ///
 /// # Errors
 /// `SpawnError` naming what could not be started and why.
@@ -111,6 +113,7 @@ pub fn spawn(
     env: &[(String, String)],
     log: (&Path, std::fs::File),
     cgroup: Option<JobCgroup>,
+    pipe_stdout: bool,
 ) -> Result<Spawned, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::Empty)?;
     if !cwd.is_dir() {
@@ -136,7 +139,7 @@ pub fn spawn(
     cmd.current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
+        .stdout(if pipe_stdout { Stdio::piped() } else { Stdio::from(out) })
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);

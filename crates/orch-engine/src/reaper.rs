@@ -147,7 +147,7 @@ async fn tier1(ctx: &Arc<Ctx>, job: &Job) -> Result<bool, Error> {
         ctx.start_finalizer(taken);
         return Ok(true);
     }
-    let exit = ExitInfo { exit_code: None, reason: Some(format!("exit=lost: {why}")), verdict: None };
+    let exit = ExitInfo { exit_code: None, reason: Some(format!("exit=lost: {why}")), verdict: None, usage: None };
     match ctx.store.record_finished(taken.id, taken.epoch, exit, ctx.now()).await {
         Ok(()) => {}
         Err(orch_store::Error::FencedOut { .. }) => return Ok(false),

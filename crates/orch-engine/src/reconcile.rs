@@ -63,7 +63,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> Result<usize, Error> {
         // Tier-3 bounds it too.
         info!(item = %taken.item, job = %taken.id, epoch = taken.epoch, "reconcile: the run died with its node");
         let reason = format!("exit=lost: {why}");
-        let exit = ExitInfo { exit_code: None, reason: Some(reason.clone()), verdict: None };
+        let exit = ExitInfo { exit_code: None, reason: Some(reason.clone()), verdict: None, usage: None };
         match ctx.store.record_finished(taken.id, taken.epoch, exit, ctx.now()).await {
             Ok(()) => {}
             Err(orch_store::Error::FencedOut { .. }) => continue,

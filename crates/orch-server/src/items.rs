@@ -160,6 +160,7 @@ pub(crate) async fn show(State(state): State<AppState>, Path(raw): Path<String>)
     let jobs = state.store.jobs_for_item(&key).await?;
     let mut doc = shapes::item(&item);
     doc["jobs"] = jobs.iter().map(shapes::job).collect();
+    doc["usage"] = shapes::item_usage(&jobs);
     Ok(Json(doc))
 }
 

@@ -70,6 +70,9 @@ fn describe() {
     metrics::describe_counter!(names::SELF_FENCED, "Jobs killed because this node could not renew its lease.");
     metrics::describe_counter!(names::START_RETRIES, "Agent or gate starts retried after an infrastructure failure.");
     metrics::describe_gauge!(names::FINALIZER_OWNED, "Finalizations this process runs now.");
+    metrics::describe_counter!(names::AGENT_TOKENS, "Tokens agent runs reported, by stage and kind.");
+    metrics::describe_counter!(names::AGENT_TURNS, "Model turns agent runs reported, by stage.");
+    metrics::describe_gauge!(names::AGENT_COST, "US dollars agent runs reported spending, by stage (only grows).");
     metrics::describe_histogram!(names::GATE_DURATION, Unit::Seconds, "How long each gate ran, by gate.");
     metrics::describe_histogram!(names::AGENT_DURATION, Unit::Seconds, "How long each agent process ran, by stage.");
     metrics::describe_histogram!(

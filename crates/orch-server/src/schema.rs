@@ -92,6 +92,8 @@ pub struct ItemDetail {
     #[serde(flatten)]
     pub item: crate::shapes::ItemShape,
     pub jobs: Vec<crate::shapes::JobShape>,
+    /// The sum of the jobs' usage, or null when no run reported any.
+    pub usage: Option<crate::shapes::UsageShape>,
 }
 
 /// The `GET /items` query; every value is checked by the handler, so a bad one

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use orch_core::{ItemKey, OperatorAction, Transition};
+use orch_core::{ItemKey, OperatorAction, Transition, Usage};
 use orch_store::{Event, Item, Job};
 use serde::Serialize;
 use serde_json::Value;
@@ -66,7 +66,8 @@ pub struct PrShape {
 }
 
 /// A job: `id, item, stage, attempt, status, owner, epoch, pid, started_at,
-/// finished_at, exit_code, reason, verdict, log_path`.
+/// finished_at, exit_code, reason, verdict, log_path, usage` (`usage` is null
+/// for runs that reported none).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Job)]
 pub struct JobShape {
@@ -93,6 +94,52 @@ pub struct JobShape {
     #[schema(value_type = Option<Object>)]
     pub verdict: Option<Value>,
     pub log_path: Option<String>,
+    /// What the run consumed, where its agent reports it.
+    pub usage: Option<UsageShape>,
+}
+
+/// What agent runs consumed: `turns, input_tokens, output_tokens,
+/// cache_read_tokens, cache_write_tokens, total_tokens, cost_usd` (null when no
+/// run reported a cost).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Usage)]
+pub struct UsageShape {
+    pub turns: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub total_tokens: u64,
+    pub cost_usd: Option<f64>,
+}
+
+impl From<&Usage> for UsageShape {
+    fn from(u: &Usage) -> Self {
+        Self {
+            turns: u.turns,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            total_tokens: u.total_tokens(),
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
+/// The usage JSON shape.
+pub fn usage(u: &Usage) -> Value {
+    to_value(UsageShape::from(u))
+}
+
+/// An item's usage: the sum over its jobs' runs, or null when none reported any
+/// (the item's `usage` field in `GET /items/{key}` and `orch item show --json`).
+pub fn item_usage(jobs: &[Job]) -> Value {
+    let mut reported = jobs.iter().filter_map(|j| j.usage.as_ref()).peekable();
+    if reported.peek().is_none() {
+        return Value::Null;
+    }
+    usage(&reported.fold(Usage::default(), |acc, u| acc.plus(u)))
 }
 
 /// An event: `seq, at, item, job, kind, from, to, epoch, reason, data`.
@@ -186,6 +233,7 @@ pub fn job(j: &Job) -> Value {
         reason: j.reason.clone(),
         verdict: j.verdict.clone(),
         log_path: j.log_path.clone(),
+        usage: j.usage.as_ref().map(UsageShape::from),
     })
 }
 

@@ -185,7 +185,15 @@ async fn job_page_shows_agent_output_as_inert_text(backend: Backend) {
     f.store.record_started(job.id, job.epoch, run, now).await.unwrap();
     let running = f.page(&format!("/ui/jobs/{}", job.id), StatusCode::OK).await;
     assert!(running.contains(&format!("data-follow=\"/jobs/{}/log?follow=1\"", job.id)), "{running}");
-    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: None };
+    let usage = orch_core::Usage {
+        turns: 2,
+        input_tokens: 1_000,
+        output_tokens: 200,
+        cache_read_tokens: 30,
+        cache_write_tokens: 4,
+        cost_usd: Some(0.0123),
+    };
+    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: Some(usage) };
     f.store.record_finished(job.id, job.epoch, exit, now).await.unwrap();
     // Finishing is still followed; a job that ended is shown whole. Cancel the
     // item to end the job without a finalizer.
@@ -195,6 +203,9 @@ async fn job_page_shows_agent_output_as_inert_text(backend: Backend) {
     assert!(!ended.contains("data-follow"), "{ended}");
     assert!(ended.contains("red &lt;script&gt;window.__xss=2&lt;/script&gt;"), "{ended}");
     assert!(!ended.contains('\u{1b}'));
+    // The item page shows the run's measured tokens and cost.
+    let item = f.page("/ui/items/SHOP-1", StatusCode::OK).await;
+    assert!(item.contains("<td>1234</td><td>$0.0123</td>"), "{item}");
     f.page("/ui/jobs/99999", StatusCode::NOT_FOUND).await;
     f.page("/ui/jobs/x", StatusCode::NOT_FOUND).await;
 }

@@ -150,7 +150,7 @@ async fn finalizer_owned_counts_live_finishing_leases(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let exit = orch_store::ExitInfo { exit_code: Some(0), reason: None, verdict: None };
+    let exit = orch_store::ExitInfo { exit_code: Some(0), ..orch_store::ExitInfo::default() };
     store.record_finished(taken.id, taken.epoch, exit, w.clock.now()).await.unwrap();
     let q = w.queue(&store, None).await;
     assert_eq!(q["reaper"]["finalizer_owned"], 1, "{q}");

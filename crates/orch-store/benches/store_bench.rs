@@ -207,9 +207,14 @@ async fn bench_transitions(backend: &str, workers: usize, n: usize) -> (usize, D
             let Some(job) = s.claim_jobs(&node, 1, T0, TTL).await.expect("claim").pop() else { return Some(0) };
             let run = RunInfo { pid: 1, pgid: 1, proc_start: None, log_path: "/dev/null".into() };
             s.record_started(job.id, job.epoch, run, T0).await.expect("started");
-            s.record_finished(job.id, job.epoch, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, T0)
-                .await
-                .expect("finished");
+            s.record_finished(
+                job.id,
+                job.epoch,
+                ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+                T0,
+            )
+            .await
+            .expect("finished");
             match commit_for(&*s, &job).await {
                 CommitOutcome::Applied { .. } => Some(1),
                 other => panic!("commit: {other:?}"),

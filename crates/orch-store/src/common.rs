@@ -21,7 +21,7 @@ use crate::{
 macro_rules! job_columns {
     () => {
         "id, item, stage, attempt, status, owner, epoch, lease_expires_at, heartbeat_at, pid, pgid, \
-         proc_start, queued_at, started_at, finished_at, exit_code, reason, verdict, log_path"
+         proc_start, queued_at, started_at, finished_at, exit_code, reason, verdict, log_path, usage"
     };
 }
 pub(crate) use job_columns;
@@ -31,7 +31,7 @@ macro_rules! job_columns_j {
     () => {
         "j.id, j.item, j.stage, j.attempt, j.status, j.owner, j.epoch, j.lease_expires_at, \
          j.heartbeat_at, j.pid, j.pgid, j.proc_start, j.queued_at, j.started_at, j.finished_at, \
-         j.exit_code, j.reason, j.verdict, j.log_path"
+         j.exit_code, j.reason, j.verdict, j.log_path, j.usage"
     };
 }
 pub(crate) use job_columns_j;
@@ -374,6 +374,7 @@ where
     let status: String = get(row, T, "status")?;
     let stage: String = get(row, T, "stage")?;
     let verdict: Option<Json<Value>> = get(row, T, "verdict")?;
+    let usage: Option<Json<Value>> = get(row, T, "usage")?;
     Ok(Job {
         id: JobId(get(row, T, "id")?),
         item: parse(T, "item", &item)?,
@@ -394,6 +395,7 @@ where
         reason: get(row, T, "reason")?,
         verdict: verdict.map(|j| j.0),
         log_path: get(row, T, "log_path")?,
+        usage: usage.map(|j| usage_from(T, j.0)).transpose()?,
     })
 }
 
@@ -656,6 +658,12 @@ pub(crate) fn reaper_totals(rows: &[(String, i64)]) -> crate::ReaperTotals {
         last_pass_at: (last > 0).then(|| Timestamp::from_millis(last)),
         finalizer_owned: get("finalizer_owned"),
     }
+}
+
+/// A job's stored usage. A row another version wrote with fields this one does
+/// not know still reads (unknown fields are ignored, missing ones are zero).
+pub(crate) fn usage_from(table: &'static str, v: Value) -> Result<orch_core::Usage> {
+    serde_json::from_value(v).map_err(|e| Error::Corrupt { table, reason: format!("column usage: {e}") })
 }
 
 #[cfg(test)]

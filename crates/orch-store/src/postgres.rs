@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_nodes.sql")),
     (5, include_str!("../migrations/postgres/0005_vcs.sql")),
     (6, include_str!("../migrations/postgres/0006_event_stream.sql")),
+    (7, include_str!("../migrations/postgres/0007_usage.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -1211,7 +1212,7 @@ impl Store for PgStore {
         let q = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET status = 'finishing', finished_at = $3, exit_code = $7, reason = $5, \
-                heartbeat_at = $3, verdict = COALESCE($8, verdict) \
+                heartbeat_at = $3, verdict = COALESCE($8, verdict), usage = COALESCE($9, usage) \
                 WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING item \
              ) INSERT INTO events (at, item, job, kind, epoch, reason, data) \
              SELECT $3, j.item, $1, $4, $2, $5, $6 FROM j RETURNING seq",
@@ -1223,7 +1224,8 @@ impl Store for PgStore {
         .bind(exit.reason)
         .bind(Json(json!({ "exit_code": exit.exit_code })))
         .bind(exit.exit_code.map(i64::from))
-        .bind(exit.verdict.map(Json));
+        .bind(exit.verdict.map(Json))
+        .bind(exit.usage.map(|u| Json(json!(u))));
         self.owner_write(job, epoch, q).await
     }
 

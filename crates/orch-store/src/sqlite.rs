@@ -69,6 +69,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_nodes.sql")),
     (5, include_str!("../migrations/sqlite/0005_vcs.sql")),
     (6, include_str!("../migrations/sqlite/0006_event_stream.sql")),
+    (7, include_str!("../migrations/sqlite/0007_usage.sql")),
 ];
 
 /// The highest schema version this binary knows.
@@ -535,6 +536,7 @@ fn job_from_row(r: &Row<'_>) -> Result<Job> {
         reason: col(r, T, "reason")?,
         verdict: json_col(r, T, "verdict")?,
         log_path: col(r, T, "log_path")?,
+        usage: json_col(r, T, "usage")?.map(|v| common::usage_from(T, v)).transpose()?,
     })
 }
 
@@ -876,13 +878,14 @@ impl W<'_> {
 
     fn record_finished(&self, job: JobId, epoch: i64, exit: &ExitInfo, now: Timestamp) -> Result<()> {
         let verdict = exit.verdict.as_ref().map(json_text).transpose()?;
+        let usage = exit.usage.as_ref().map(|u| json_text(&json!(u))).transpose()?;
         let item = self.fenced_update(
             job,
             epoch,
             "UPDATE jobs SET status = 'finishing', finished_at = ?3, exit_code = ?4, reason = ?5, heartbeat_at = ?3, \
-             verdict = COALESCE(?6, verdict) \
+             verdict = COALESCE(?6, verdict), usage = COALESCE(?7, usage) \
              WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
-            params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason, verdict],
+            params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason, verdict, usage],
         )?;
         let mut ev = NewEvent::new(item, EventKind::JobFinished);
         ev.reason = exit.reason.clone();

@@ -228,6 +228,8 @@ pub struct Job {
     pub reason: Option<String>,
     pub verdict: Option<serde_json::Value>,
     pub log_path: Option<String>,
+    /// What the run consumed, as its adapter read it from the agent's stream.
+    pub usage: Option<orch_core::Usage>,
 }
 
 /// The agent process of a job, recorded when it starts.
@@ -248,6 +250,8 @@ pub struct ExitInfo {
     /// The agent's parsed verdict, kept in the job row so any node can finalize
     /// the job, not only the one whose disk holds the verdict file.
     pub verdict: Option<serde_json::Value>,
+    /// What the run consumed (adapters `claude-code` and `codex`).
+    pub usage: Option<orch_core::Usage>,
 }
 
 /// One gate's result on one job.

@@ -3,13 +3,15 @@
 //! fail; and the base config the engine's scenarios start from. One copy, so
 //! every suite finds the server the same way and fails the same loud way when it
 //! is missing (a test that needs a service and cannot find it must fail, never
-//! skip).
+//! skip). The real agent CLIs (Claude Code, Codex) are found through
+//! [`agent_cli`] and run against the scripted [`model_stub`].
 
 use std::future::Future;
 
 mod bulk;
 mod config;
 mod git;
+pub mod model_stub;
 
 pub use bulk::bulk_load_items;
 
@@ -20,6 +22,35 @@ pub use git::{PRE_RECEIVE_ONLY_ITEM_MERGES, git_out, install_hook, origin_for, o
 /// server `scripts/test` makes sure of.
 pub fn pg_admin_url() -> String {
     std::env::var("ORCH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The path of a real agent CLI the tests drive: `claude` (from
+/// `ORCH_TEST_CLAUDE_BIN`) or `codex` (from `ORCH_TEST_CODEX_BIN`), which
+/// `scripts/ensure-agent-clis` installs at pinned versions and `scripts/test`
+/// exports. Without the variable, the default cache folder that script fills is
+/// tried.
+///
+/// # Panics
+/// When the program is not there: a test that needs it fails loudly, never skips.
+pub fn agent_cli(name: &str) -> std::path::PathBuf {
+    let var = match name {
+        "claude" => "ORCH_TEST_CLAUDE_BIN",
+        "codex" => "ORCH_TEST_CODEX_BIN",
+        other => panic!("no agent CLI named {other}"),
+    };
+    let path = std::env::var_os(var).map(std::path::PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("orch-test-tools/npm/node_modules/.bin").join(name))
+    });
+    match path {
+        Some(p) if p.is_file() => p,
+        other => panic!(
+            "the {name} CLI is not installed (looked at {other:?}, from ${var} or the default cache): \
+             run scripts/ensure-agent-clis, or scripts/test, which does (these tests are never skipped)"
+        ),
+    }
 }
 
 /// `url` with its database name replaced by `db`; a `?query` (say `sslmode`)

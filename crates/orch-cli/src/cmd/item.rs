@@ -165,6 +165,7 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
         if a.json {
             let mut doc = shapes::item(&item);
             doc["jobs"] = jobs.iter().map(shapes::job).collect();
+            doc["usage"] = shapes::item_usage(&jobs);
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
         }
@@ -183,6 +184,7 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
             ("branch", item.branch.clone().unwrap_or_else(|| "-".into())),
             ("head", item.head_sha.clone().unwrap_or_else(|| "-".into())),
             ("pr", pr),
+            ("usage", usage_text(jobs.iter().filter_map(|j| j.usage.as_ref()))),
             ("created", item.created_at.to_rfc3339()),
             ("updated", item.updated_at.to_rfc3339()),
         ]
@@ -206,17 +208,38 @@ fn show(config_path: &Path, a: &KeyArgs) -> anyhow::Result<ExitCode> {
                         j.owner.clone().unwrap_or_else(|| "-".into()),
                         j.epoch.to_string(),
                         j.exit_code.map_or("-".into(), |c| c.to_string()),
+                        j.usage.as_ref().map_or("-".into(), |u| u.total_tokens().to_string()),
+                        j.usage.as_ref().and_then(|u| u.cost_usd).map_or("-".into(), |c| format!("${c:.4}")),
                         j.reason.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                shapes::table(&["JOB", "STAGE", "ATTEMPT", "STATUS", "OWNER", "EPOCH", "EXIT", "REASON"], &rows)
-            );
+            let header = ["JOB", "STAGE", "ATTEMPT", "STATUS", "OWNER", "EPOCH", "EXIT", "TOKENS", "COST", "REASON"];
+            print!("{}", shapes::table(&header, &rows));
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// An item's usage in one line: `3 turns, 300 in + 60 out tokens (7 cache read,
+/// 5 cache write), $0.0018`, or `-` when no run reported any.
+fn usage_text<'a>(usages: impl Iterator<Item = &'a orch_core::Usage>) -> String {
+    let mut any = false;
+    let u = usages.fold(orch_core::Usage::default(), |acc, u| {
+        any = true;
+        acc.plus(u)
+    });
+    if !any {
+        return "-".into();
+    }
+    let mut text = format!("{} turns, {} in + {} out tokens", u.turns, u.input_tokens, u.output_tokens);
+    if u.cache_read_tokens + u.cache_write_tokens > 0 {
+        text.push_str(&format!(" ({} cache read, {} cache write)", u.cache_read_tokens, u.cache_write_tokens));
+    }
+    if let Some(c) = u.cost_usd {
+        text.push_str(&format!(", ${c:.4}"));
+    }
+    text
 }
 
 fn list(config_path: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {

@@ -9,5 +9,6 @@ pub(crate) mod item_ops;
 pub(crate) mod logs;
 pub(crate) mod migrate;
 pub(crate) mod pr;
+pub(crate) mod prompt;
 pub(crate) mod queue;
 pub(crate) mod serve;

@@ -43,6 +43,9 @@ pub const REPO_TRACKS: &[(ItemKind, &str)] = &[
 pub const ADAPTER: &str = "command";
 /// An agent's `timeout_s`.
 pub const AGENT_TIMEOUT_S: f64 = 3600.0;
+/// How long a coding agent's event stream may show nothing new before the run is
+/// stopped as stalled: longer than any single model call or tool run should take.
+pub const AGENT_STALL_S: f64 = 600.0;
 /// An agent's `verdict`.
 pub const VERDICT: &str = "file";
 

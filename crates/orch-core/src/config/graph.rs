@@ -76,7 +76,14 @@ impl Graph {
                 .iter()
                 .map(|t| {
                     let stages = t.names().map(StageName::new).collect();
-                    (TrackName::new(t.name.value.clone()), TrackConfig { stages })
+                    let budget = raw
+                        .tracks
+                        .iter()
+                        .find(|r| r.name.value == t.name.value)
+                        .and_then(|r| r.budget.as_ref())
+                        .map(|b| super::validate::budget(b, sink))
+                        .unwrap_or_default();
+                    (TrackName::new(t.name.value.clone()), TrackConfig { stages, budget })
                 })
                 .collect(),
             stages: stages.into_iter().map(|(name, s)| (StageName::new(name), s.config)).collect(),

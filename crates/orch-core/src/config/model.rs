@@ -156,6 +156,52 @@ pub struct RepoConfig {
     pub main_branch: String,
     /// The track each kind of item starts on.
     pub tracks: BTreeMap<ItemKind, TrackName>,
+    /// What one item's agent runs may use in all.
+    pub budget: Budget,
+    /// A folder of prompt templates overriding the built-in ones (`common.md`,
+    /// `<role>.md`), relative to the config's folder.
+    pub prompts: Option<PathBuf>,
+}
+
+/// Limits on what one item's agent runs may use in all (`budget = { … }` on a
+/// repo or a track; both apply). A run that pushes its item over one is stopped
+/// and the item blocked with reason `budget`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Budget {
+    /// US dollars, as the agents report cost (Claude Code does; Codex does not).
+    pub max_cost_usd: Option<f64>,
+    /// Input, output and cache tokens together.
+    pub max_tokens: Option<u64>,
+    /// Seconds of agent runs, summed.
+    pub max_agent_s: Option<f64>,
+}
+
+impl Budget {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.max_cost_usd.is_none() && self.max_tokens.is_none() && self.max_agent_s.is_none()
+    }
+
+    /// The first limit `usage` (and `agent_s` seconds of runs) breaks, as a
+    /// reason naming the limit and the amounts, or `None`.
+    pub fn breached(&self, usage: &crate::Usage, agent_s: f64) -> Option<String> {
+        if let (Some(max), Some(cost)) = (self.max_cost_usd, usage.cost_usd)
+            && cost > max
+        {
+            return Some(format!("cost ${cost:.4} is over max_cost_usd {max}"));
+        }
+        if let Some(max) = self.max_tokens
+            && usage.total_tokens() > max
+        {
+            return Some(format!("{} tokens are over max_tokens {max}", usage.total_tokens()));
+        }
+        if let Some(max) = self.max_agent_s
+            && agent_s > max
+        {
+            return Some(format!("{agent_s:.1}s of agent runs are over max_agent_s {max}"));
+        }
+        None
+    }
 }
 
 impl RepoConfig {
@@ -185,6 +231,10 @@ pub enum VerdictSource {
     File,
     /// Exit 0 is `pass`, anything else `fail`.
     ExitCode,
+    /// Adapters `claude-code` and `codex`: the verdict file when the agent wrote
+    /// one, else the agent's own final result (a run that ended without error
+    /// stands as a pass).
+    Result,
 }
 
 /// One `[agents.<role>]` table.
@@ -196,6 +246,52 @@ pub struct AgentConfig {
     /// Zero for adapter `none` (no process runs).
     pub timeout_s: f64,
     pub verdict: VerdictSource,
+    /// What adapters `claude-code` and `codex` need beyond a command.
+    pub cli: CliAgent,
+}
+
+/// The keys of an `[agents.<role>]` table that drive a coding agent's CLI
+/// (adapters `claude-code` and `codex`); empty for the other adapters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliAgent {
+    /// The model the CLI asks for (`--model`); the CLI's default when unset.
+    pub model: Option<String>,
+    /// Claude Code: `--max-turns`.
+    pub max_turns: Option<u32>,
+    /// Claude Code: `--permission-mode` (default `acceptEdits`);
+    /// `bypassPermissions` becomes `--dangerously-skip-permissions`.
+    pub permission_mode: Option<String>,
+    /// Claude Code: `--allowedTools`.
+    pub allowed_tools: Vec<String>,
+    /// Extra environment for the agent process (API keys by reference belong in
+    /// the node's environment; this is for switches like a base URL).
+    pub env: BTreeMap<String, String>,
+    /// The program to run instead of `claude` / `codex` on `PATH`.
+    pub binary: Option<String>,
+    /// Codex: `--sandbox` (default `workspace-write`).
+    pub sandbox: Option<String>,
+    /// Codex: the model provider orch writes into the run's `CODEX_HOME`.
+    pub provider: Option<ProviderConfig>,
+    /// A run whose event stream shows nothing new for this long is stopped with
+    /// reason `stalled` (Codex retries an unreachable server forever).
+    pub stall_s: f64,
+}
+
+/// A Codex model provider: written as `[model_providers.<name>]` with
+/// `wire_api = "responses"`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The environment variable holding the API key, e.g. `OPENAI_API_KEY`.
+    pub env_key: String,
+}
+
+impl CliAgent {
+    pub fn stall(&self) -> Duration {
+        secs(self.stall_s)
+    }
 }
 
 impl AgentConfig {
@@ -208,6 +304,8 @@ impl AgentConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackConfig {
     pub stages: Vec<StageName>,
+    /// What one item's agent runs may use while on this track's stages.
+    pub budget: Budget,
 }
 
 /// One `[stages.<name>]` table.
@@ -339,6 +437,14 @@ impl Config {
 
     pub fn first_stage(&self, track: &TrackName) -> Option<&StageName> {
         self.tracks.get(track)?.stages.first()
+    }
+
+    /// The budgets that apply to an item of `repo` on `track` (the repo's, then
+    /// the track's), leaving out empty ones.
+    pub fn budgets_for(&self, repo: &str, track: &TrackName) -> Vec<(String, Budget)> {
+        let repo_budget = self.repo(repo).map(|r| (format!("repo {repo}"), r.budget));
+        let track_budget = self.tracks.get(track).map(|t| (format!("track {track}"), t.budget));
+        repo_budget.into_iter().chain(track_budget).filter(|(_, b)| !b.is_empty()).collect()
     }
 
     /// The agent that runs `stage`.

@@ -46,6 +46,8 @@ pub(crate) struct RawRepo {
     pub(crate) forge: Option<At<String>>,
     pub(crate) main_branch: Option<At<String>>,
     pub(crate) tracks: Vec<(ItemKind, At<String>)>,
+    pub(crate) budget: Option<RawBudget>,
+    pub(crate) prompts: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -55,12 +57,42 @@ pub(crate) struct RawAgent {
     pub(crate) command: Option<Strings>,
     pub(crate) timeout_s: Option<At<f64>>,
     pub(crate) verdict: Option<At<String>>,
+    pub(crate) model: Option<At<String>>,
+    pub(crate) max_turns: Option<At<i64>>,
+    pub(crate) permission_mode: Option<At<String>>,
+    pub(crate) allowed_tools: Option<Strings>,
+    pub(crate) env: Option<At<StringMap>>,
+    pub(crate) binary: Option<At<String>>,
+    pub(crate) sandbox: Option<At<String>>,
+    pub(crate) provider: Option<At<RawProvider>>,
+    pub(crate) stall_s: Option<At<f64>>,
+}
+
+/// A table of strings (an agent's `env`), each key and value with its place.
+pub(crate) type StringMap = Vec<(At<String>, At<String>)>;
+
+/// An agent's `provider = { name, base_url, env_key }` (adapter `codex`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawProvider {
+    pub(crate) name: Option<At<String>>,
+    pub(crate) base_url: Option<At<String>>,
+    pub(crate) env_key: Option<At<String>>,
 }
 
 #[derive(Debug)]
 pub(crate) struct RawTrack {
     pub(crate) name: At<String>,
     pub(crate) stages: Strings,
+    pub(crate) budget: Option<RawBudget>,
+}
+
+/// A `budget = { max_cost_usd, max_tokens, max_agent_s }` table.
+#[derive(Clone, Debug)]
+pub(crate) struct RawBudget {
+    pub(crate) path: String,
+    pub(crate) max_cost_usd: Option<At<f64>>,
+    pub(crate) max_tokens: Option<At<i64>>,
+    pub(crate) max_agent_s: Option<At<f64>>,
 }
 
 #[derive(Debug)]
@@ -352,7 +384,11 @@ impl Reader<'_, '_> {
         let forge = self.optional(t, "forge", |r, v| r.string(&join(&path, "forge"), v));
         let main_branch = self.optional(t, "main_branch", |r, v| r.string(&join(&path, "main_branch"), v));
         let tracks = self.optional(t, "tracks", |r, v| r.repo_tracks(&join(&path, "tracks"), v)).unwrap_or_default();
+        let budget = self.optional(t, "budget", |r, v| r.budget(&join(&path, "budget"), v));
+        let prompts = self.optional(t, "prompts", |r, v| r.string(&join(&path, "prompts"), v));
         Some(RawRepo {
+            budget,
+            prompts,
             index,
             name: name?,
             key: key?,
@@ -386,8 +422,54 @@ impl Reader<'_, '_> {
             command: self.optional(t, "command", |r, v| r.strings(&join(&path, "command"), v)),
             timeout_s: self.optional(t, "timeout_s", |r, v| r.seconds(&join(&path, "timeout_s"), v)),
             verdict: self.optional(t, "verdict", |r, v| r.string(&join(&path, "verdict"), v)),
+            model: self.optional(t, "model", |r, v| r.string(&join(&path, "model"), v)),
+            max_turns: self.optional(t, "max_turns", |r, v| r.count(&join(&path, "max_turns"), v)),
+            permission_mode: self.optional(t, "permission_mode", |r, v| r.string(&join(&path, "permission_mode"), v)),
+            allowed_tools: self.optional(t, "allowed_tools", |r, v| r.strings(&join(&path, "allowed_tools"), v)),
+            env: self.optional(t, "env", |r, v| r.string_map(&join(&path, "env"), v)),
+            binary: self.optional(t, "binary", |r, v| r.string(&join(&path, "binary"), v)),
+            sandbox: self.optional(t, "sandbox", |r, v| r.string(&join(&path, "sandbox"), v)),
+            provider: self.optional(t, "provider", |r, v| r.provider(&join(&path, "provider"), v)),
+            stall_s: self.optional(t, "stall_s", |r, v| r.seconds(&join(&path, "stall_s"), v)),
             name,
         })
+    }
+
+    /// A table whose every value is a string (an agent's `env`).
+    fn string_map(&mut self, path: &str, v: &Value<'_>) -> Option<At<StringMap>> {
+        let t = self.table(path, v)?;
+        let mut out = Vec::new();
+        for (k, val) in t.iter() {
+            let key = At::new(k.get_ref().to_string(), self.origin(val));
+            if let Some(s) = self.string(&join(path, k.get_ref()), val) {
+                out.push((key, s));
+            }
+        }
+        Some(self.at(v, out))
+    }
+
+    fn budget(&mut self, path: &str, v: &Value<'_>) -> Option<RawBudget> {
+        let t = self.table(path, v)?;
+        self.known_keys(path, t, schema::BUDGET);
+        Some(RawBudget {
+            path: path.to_owned(),
+            max_cost_usd: self.optional(t, "max_cost_usd", |r, v| {
+                r.number(&join(path, "max_cost_usd"), v, "an amount in US dollars, e.g. 5 or 0.5")
+            }),
+            max_tokens: self.optional(t, "max_tokens", |r, v| r.count(&join(path, "max_tokens"), v)),
+            max_agent_s: self.optional(t, "max_agent_s", |r, v| r.seconds(&join(path, "max_agent_s"), v)),
+        })
+    }
+
+    fn provider(&mut self, path: &str, v: &Value<'_>) -> Option<At<RawProvider>> {
+        let t = self.table(path, v)?;
+        self.known_keys(path, t, schema::PROVIDER);
+        let p = RawProvider {
+            name: self.optional(t, "name", |r, v| r.string(&join(path, "name"), v)),
+            base_url: self.optional(t, "base_url", |r, v| r.string(&join(path, "base_url"), v)),
+            env_key: self.optional(t, "env_key", |r, v| r.string(&join(path, "env_key"), v)),
+        };
+        Some(self.at(v, p))
     }
 
     fn track(&mut self, name: At<String>, path: String, t: &DeTable<'_>) -> Option<RawTrack> {
@@ -399,7 +481,8 @@ impl Reader<'_, '_> {
                 return None;
             }
         };
-        Some(RawTrack { name, stages })
+        let budget = self.optional(t, "budget", |r, v| r.budget(&join(&path, "budget"), v));
+        Some(RawTrack { name, stages, budget })
     }
 
     fn stage(&mut self, name: At<String>, path: String, t: &DeTable<'_>) -> Option<RawStage> {

@@ -6,12 +6,41 @@
 pub(crate) const TOP: &[&str] =
     &["server", "store", "node", "reaper", "repos", "agents", "tracks", "stages", "edges", "gates"];
 /// Keys of one `[[repos]]` entry.
-pub(crate) const REPO: &[&str] =
-    &["name", "key", "path", "url", "forge", "main_branch", "tracks", "author_name", "author_email"];
+pub(crate) const REPO: &[&str] = &[
+    "name",
+    "key",
+    "path",
+    "url",
+    "forge",
+    "main_branch",
+    "tracks",
+    "author_name",
+    "author_email",
+    "budget",
+    "prompts",
+];
 /// Keys of one `[agents.<role>]` table.
-pub(crate) const AGENT: &[&str] = &["adapter", "command", "timeout_s", "verdict"];
+pub(crate) const AGENT: &[&str] = &[
+    "adapter",
+    "command",
+    "timeout_s",
+    "verdict",
+    "model",
+    "max_turns",
+    "permission_mode",
+    "allowed_tools",
+    "env",
+    "binary",
+    "sandbox",
+    "provider",
+    "stall_s",
+];
+/// Keys of an agent's `provider` table (adapter `codex`).
+pub(crate) const PROVIDER: &[&str] = &["name", "base_url", "env_key"];
 /// Keys of one `[tracks.<name>]` table.
-pub(crate) const TRACK: &[&str] = &["stages"];
+pub(crate) const TRACK: &[&str] = &["stages", "budget"];
+/// Keys of a repo's or track's `budget` table (what one item's runs may use).
+pub(crate) const BUDGET: &[&str] = &["max_cost_usd", "max_tokens", "max_agent_s"];
 /// Keys of one `[stages.<name>]` table.
 pub(crate) const STAGE: &[&str] = &["role", "max_attempts"];
 /// Keys of one `[[edges]]` entry.

@@ -320,7 +320,7 @@ fn unknown_keys_suggest_the_closest_and_list_the_expected() {
     assert_eq!(pos(d), find(&text, "timout_s"));
     assert_eq!(
         d.message,
-        "unknown key `timout_s` in `agents.coder`; did you mean `timeout_s`?; expected one of: `adapter`, `command`, `timeout_s`, `verdict`"
+        "unknown key `timout_s` in `agents.coder`; did you mean `timeout_s`?; expected one of: `adapter`, `command`, `timeout_s`, `verdict`, `model`, `max_turns`, `permission_mode`, `allowed_tools`, `env`, `binary`, `sandbox`, `provider`, `stall_s`"
     );
 }
 
@@ -523,7 +523,7 @@ fn unknown_forge_adapter_and_verdict_list_the_allowed_values() {
     );
     assert_eq!(
         only(&errs, "agents.bot.verdict").message,
-        "unknown verdict `json`; expected one of: `file`, `exit-code`"
+        "unknown verdict `json`; expected one of: `file`, `exit-code`, `result`"
     );
 }
 

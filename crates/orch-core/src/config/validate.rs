@@ -16,8 +16,8 @@ use super::defaults;
 use super::diag::{At, Origin, Sink};
 use super::graph::Graph;
 use super::model::{
-    AdapterKind, AgentConfig, Config, ForgeKind, GateConfig, GateTree, Isolation, MetricSpec, NodeConfig, ReaperConfig,
-    RepoConfig, ServerConfig, StoreConfig, VerdictSource,
+    AdapterKind, AgentConfig, CliAgent, Config, ForgeKind, GateConfig, GateTree, Isolation, MetricSpec, NodeConfig,
+    ProviderConfig, ReaperConfig, RepoConfig, ServerConfig, StoreConfig, VerdictSource,
 };
 use super::raw::{RawAgent, RawConfig, RawGate, RawRepo};
 use super::schema::{self, Scalar};
@@ -58,6 +58,35 @@ struct Validator<'a> {
 }
 
 /// Whether `s` is a usable number of seconds: finite and above zero.
+/// A repo's or track's budget, every limit checked to be positive.
+pub(crate) fn budget(b: &super::raw::RawBudget, sink: &mut Sink) -> super::model::Budget {
+    let mut positive = |v: &Option<At<f64>>, key: &str, what: &str| {
+        v.as_ref().and_then(|n| {
+            if is_positive(n.value) {
+                Some(n.value)
+            } else {
+                sink.error(
+                    &n.origin,
+                    format!("{}.{key}", b.path),
+                    format!("expected {what} greater than 0, got {}", n.value),
+                );
+                None
+            }
+        })
+    };
+    let max_cost_usd = positive(&b.max_cost_usd, "max_cost_usd", "an amount in US dollars");
+    let max_agent_s = positive(&b.max_agent_s, "max_agent_s", "a number of seconds");
+    let max_tokens = b.max_tokens.as_ref().and_then(|n| match u64::try_from(n.value) {
+        Ok(t) if t > 0 => Some(t),
+        _ => {
+            let msg = format!("expected a number of tokens greater than 0, got {}", n.value);
+            sink.error(&n.origin, format!("{}.max_tokens", b.path), msg);
+            None
+        }
+    });
+    super::model::Budget { max_cost_usd, max_tokens, max_agent_s }
+}
+
 fn is_positive(s: f64) -> bool {
     s.is_finite() && s > 0.0
 }
@@ -196,6 +225,7 @@ impl Validator<'_> {
             Some(s) => match s.value.as_str() {
                 "file" => VerdictSource::File,
                 "exit-code" => VerdictSource::ExitCode,
+                "result" => VerdictSource::Result,
                 other => {
                     self.sink.error(&s.origin, format!("{path}.verdict"), unknown_value("verdict", other, VERDICTS));
                     VerdictSource::File
@@ -208,11 +238,18 @@ impl Validator<'_> {
                        expected adapter `command` or `script`, or verdict = \"file\"";
             self.sink.error(at, format!("{path}.verdict"), msg);
         }
+        if verdict == VerdictSource::Result && !is_cli(adapter) {
+            let at = a.verdict.as_ref().map_or(&a.name.origin, |v| &v.origin);
+            let msg = "verdict = \"result\" needs an agent that reports a final result; \
+                       expected adapter `claude-code` or `codex`, or verdict = \"file\"";
+            self.sink.error(at, format!("{path}.verdict"), msg);
+        }
+        let cli = self.cli_agent(a, adapter, &path);
         let command: Vec<String> = a.command.iter().flat_map(|c| c.value.iter().map(|s| s.value.clone())).collect();
         let timeout_s = if adapter == AdapterKind::None {
             0.0
         } else {
-            if command.first().is_none_or(String::is_empty) {
+            if !is_cli(adapter) && command.first().is_none_or(String::is_empty) {
                 let at = a.command.as_ref().map_or(&a.name.origin, |c| &c.origin);
                 let msg = format!(
                     "adapter `{}` runs a process, so `command` must be a non-empty argv whose first element \
@@ -226,7 +263,127 @@ impl Validator<'_> {
             self.positive(&t, &format!("{path}.timeout_s"));
             t.value
         };
-        AgentConfig { adapter, command, timeout_s, verdict }
+        AgentConfig { adapter, command, timeout_s, verdict, cli }
+    }
+
+    /// The keys that drive a coding agent's CLI: each is checked against the
+    /// adapter it belongs to, so a `sandbox` on Claude Code or a `max_turns` on
+    /// Codex is an error at its line rather than silently ignored.
+    fn cli_agent(&mut self, a: &RawAgent, adapter: AdapterKind, path: &str) -> CliAgent {
+        let claude = adapter == AdapterKind::ClaudeCode;
+        let codex = adapter == AdapterKind::Codex;
+        let mut only = |ok: bool, origin: Option<&Origin>, key: &str, adapters: &str| {
+            if let (false, Some(origin)) = (ok, origin) {
+                let msg = format!("key `{key}` applies to adapter {adapters}, not `{}`", adapter_name(adapter));
+                self.sink.error(origin, format!("{path}.{key}"), msg);
+            }
+        };
+        let cli = is_cli(adapter);
+        only(cli, a.model.as_ref().map(|v| &v.origin), "model", "`claude-code` or `codex`");
+        only(claude, a.max_turns.as_ref().map(|v| &v.origin), "max_turns", "`claude-code`");
+        only(claude, a.permission_mode.as_ref().map(|v| &v.origin), "permission_mode", "`claude-code`");
+        only(claude, a.allowed_tools.as_ref().map(|v| &v.origin), "allowed_tools", "`claude-code`");
+        only(cli, a.env.as_ref().map(|v| &v.origin), "env", "`claude-code` or `codex`");
+        only(cli, a.binary.as_ref().map(|v| &v.origin), "binary", "`claude-code` or `codex`");
+        only(codex, a.sandbox.as_ref().map(|v| &v.origin), "sandbox", "`codex`");
+        only(codex, a.provider.as_ref().map(|v| &v.origin), "provider", "`codex`");
+        only(cli, a.stall_s.as_ref().map(|v| &v.origin), "stall_s", "`claude-code` or `codex`");
+        if cli && a.command.is_some() {
+            let at = a.command.as_ref().map_or(&a.name.origin, |c| &c.origin);
+            let msg = format!(
+                "adapter `{}` builds its own command line; use `binary` to name the program instead of `command`",
+                adapter_name(adapter)
+            );
+            self.sink.error(at, format!("{path}.command"), msg);
+        }
+        let max_turns = a.max_turns.as_ref().and_then(|t| match u32::try_from(t.value) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                let msg = format!("expected a positive number of turns, got {}", t.value);
+                self.sink.error(&t.origin, format!("{path}.max_turns"), msg);
+                None
+            }
+        });
+        let permission_mode = a.permission_mode.as_ref().map(|m| {
+            if !PERMISSION_MODES.contains(&m.value.as_str()) {
+                let msg = unknown_value("permission_mode", &m.value, PERMISSION_MODES);
+                self.sink.error(&m.origin, format!("{path}.permission_mode"), msg);
+            }
+            m.value.clone()
+        });
+        let sandbox = a.sandbox.as_ref().map(|m| {
+            if !SANDBOXES.contains(&m.value.as_str()) {
+                self.sink.error(&m.origin, format!("{path}.sandbox"), unknown_value("sandbox", &m.value, SANDBOXES));
+            }
+            m.value.clone()
+        });
+        let mut env = BTreeMap::new();
+        for (k, v) in a.env.iter().flat_map(|e| e.value.iter()) {
+            let valid = !k.value.is_empty()
+                && !k.value.starts_with(|c: char| c.is_ascii_digit())
+                && k.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                let msg = format!("expected an environment variable name (letters, digits, _), got {:?}", k.value);
+                self.sink.error(&k.origin, format!("{path}.env"), msg);
+            } else if k.value.starts_with("ORCH_") {
+                let msg = format!("{} is set by orch for every agent (DESIGN §6) and cannot be overridden", k.value);
+                self.sink.error(&k.origin, format!("{path}.env.{}", k.value), msg);
+            }
+            env.insert(k.value.clone(), v.value.clone());
+        }
+        let provider = a.provider.as_ref().and_then(|p| {
+            let key = format!("{path}.provider");
+            let mut need = |v: &Option<At<String>>, name: &str, what: &str| match v {
+                Some(s) if !s.value.trim().is_empty() => Some(s.value.clone()),
+                Some(s) => {
+                    self.sink.error(
+                        &s.origin,
+                        format!("{key}.{name}"),
+                        format!("expected {what}, got an empty string"),
+                    );
+                    None
+                }
+                None => {
+                    self.sink.error(
+                        &p.origin,
+                        format!("{key}.{name}"),
+                        format!("missing required key `{name}` ({what})"),
+                    );
+                    None
+                }
+            };
+            let name = need(&p.value.name, "name", "a provider name, e.g. \"openai\"");
+            let base_url =
+                need(&p.value.base_url, "base_url", "the API's base URL, e.g. \"https://api.openai.com/v1\"");
+            let env_key =
+                need(&p.value.env_key, "env_key", "the variable holding the API key, e.g. \"OPENAI_API_KEY\"");
+            if let Some(b) = &base_url
+                && !(b.starts_with("http://") || b.starts_with("https://"))
+                && let Some(at) = &p.value.base_url
+            {
+                let msg = format!("expected an http:// or https:// URL, got {b:?}");
+                self.sink.error(&at.origin, format!("{key}.base_url"), msg);
+            }
+            Some(ProviderConfig { name: name?, base_url: base_url?, env_key: env_key? })
+        });
+        let stall_s = match &a.stall_s {
+            Some(t) => {
+                self.positive(t, &format!("{path}.stall_s"));
+                t.value
+            }
+            None => defaults::AGENT_STALL_S,
+        };
+        CliAgent {
+            model: a.model.as_ref().map(|m| m.value.clone()),
+            max_turns,
+            permission_mode,
+            allowed_tools: a.allowed_tools.iter().flat_map(|t| t.value.iter().map(|s| s.value.clone())).collect(),
+            env,
+            binary: a.binary.as_ref().map(|b| b.value.clone()),
+            sandbox,
+            provider,
+            stall_s,
+        }
     }
 
     fn positive(&mut self, t: &At<f64>, key: &str) {
@@ -396,6 +553,8 @@ impl Validator<'_> {
                     forge,
                     main_branch: main_branch.value,
                     tracks: kinds.into_iter().map(|(k, t)| (k, TrackName::new(t.value))).collect(),
+                    budget: r.budget.as_ref().map(|b| budget(b, self.sink)).unwrap_or_default(),
+                    prompts: r.prompts.as_ref().map(|p| PathBuf::from(&p.value)),
                 });
             }
         }
@@ -404,7 +563,15 @@ impl Validator<'_> {
 }
 
 const ADAPTERS: &[&str] = &["command", "claude-code", "codex", "script", "none"];
-const VERDICTS: &[&str] = &["file", "exit-code"];
+const VERDICTS: &[&str] = &["file", "exit-code", "result"];
+const PERMISSION_MODES: &[&str] = &["acceptEdits", "auto", "bypassPermissions", "dontAsk", "manual", "plan"];
+const SANDBOXES: &[&str] = &["read-only", "workspace-write", "danger-full-access"];
+
+/// Whether the adapter drives a coding agent's CLI (its command line is built
+/// by orch, its stream parsed).
+fn is_cli(a: AdapterKind) -> bool {
+    matches!(a, AdapterKind::ClaudeCode | AdapterKind::Codex)
+}
 const FORGES: &[&str] = &["local", "gitea", "github"];
 
 fn parse_adapter(s: &str) -> Option<AdapterKind> {

@@ -19,10 +19,13 @@ fn names<T: From<&'static str>>(xs: &[&'static str]) -> Vec<T> {
 
 fn config() -> Config {
     let mut tracks = BTreeMap::new();
-    tracks.insert(TrackName::from("quick"), TrackConfig { stages: names(&["development", "testing", "deploy"]) });
+    tracks.insert(
+        TrackName::from("quick"),
+        TrackConfig { stages: names(&["development", "testing", "deploy"]), budget: Default::default() },
+    );
     tracks.insert(
         TrackName::full_cycle(),
-        TrackConfig { stages: names(&["analysis", "development", "testing", "deploy"]) },
+        TrackConfig { stages: names(&["analysis", "development", "testing", "deploy"]), budget: Default::default() },
     );
     let mut stages = BTreeMap::new();
     for (s, role, max) in [
@@ -41,6 +44,7 @@ fn config() -> Config {
         command: vec!["true".into()],
         timeout_s: 10.0,
         verdict: VerdictSource::File,
+        cli: Default::default(),
     };
     let agents =
         ["analyst", "developer", "tester", "deployer"].iter().map(|r| (RoleName::from(*r), agent.clone())).collect();
@@ -70,6 +74,8 @@ fn config() -> Config {
             forge: ForgeKind::Local,
             main_branch: "main".into(),
             tracks: [(ItemKind::Bug, TrackName::from("quick"))].into_iter().collect(),
+            budget: Default::default(),
+            prompts: None,
         }],
         agents,
         tracks,

@@ -91,6 +91,13 @@ impl Harness {
     /// A harness on `backend` with exactly this config text. The store is the
     /// harness's own whatever the text's `[store]` says.
     pub async fn from_text(backend: Backend, text: String) -> Self {
+        Self::from_text_with_ignore(backend, text, Some("*")).await
+    }
+
+    /// As [`Harness::from_text`], with `ignore` as the remote's `.gitignore`
+    /// (`None`: every file an agent writes is committed, for scenarios that
+    /// check the commits).
+    pub async fn from_text_with_ignore(backend: Backend, text: String, ignore: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("agents")).unwrap();
         for role in ["analyst", "architect", "developer", "tester", "deployer"] {
@@ -104,7 +111,7 @@ impl Harness {
         // These scenarios test the engine, not git (orch-vcs and the CLI's
         // git_pipeline tests do): the remote ignores every file, so the markers
         // the scenarios' agents write never make two items conflict.
-        orch_test_support::origin_with_ignore(dir.path(), Some("*"));
+        orch_test_support::origin_with_ignore(dir.path(), ignore);
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
         let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));

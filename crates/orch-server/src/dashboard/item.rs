@@ -174,8 +174,13 @@ fn jobs_table(out: &mut String, jobs: &[Job], now: Timestamp) {
             st = j.status,
             started = j.started_at.map_or_else(|| "—".into(), html::time),
             exit = j.exit_code.map_or_else(|| "—".into(), |c| c.to_string()),
-            tokens = metric("tokens"),
-            cost = metric("cost"),
+            // The adapter's measured usage (Claude Code, Codex) when there is
+            // one; else what the verdict's metrics say.
+            tokens = j.usage.as_ref().map_or_else(|| metric("tokens"), |u| u.total_tokens().to_string()),
+            cost = match j.usage.as_ref().and_then(|u| u.cost_usd) {
+                Some(c) => format!("${c:.4}"),
+                None => metric("cost"),
+            },
             reason = esc(j.reason.as_deref().unwrap_or("")),
         );
     }

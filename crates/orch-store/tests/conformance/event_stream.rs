@@ -127,7 +127,7 @@ pub(crate) async fn reaper_totals_add_up_and_survive_reopen(db: &TestDb) {
     }
     let jobs = store.claim_jobs("n1", 3, T0, TTL).await.unwrap();
     for j in &jobs[..2] {
-        let exit = orch_store::ExitInfo { exit_code: Some(0), reason: None, verdict: None };
+        let exit = orch_store::ExitInfo { exit_code: Some(0), ..orch_store::ExitInfo::default() };
         store.record_finished(j.id, j.epoch, exit, at(1)).await.unwrap();
     }
     assert_eq!(store.get_job(jobs[0].id).await.unwrap().unwrap().status, JobStatus::Finishing);

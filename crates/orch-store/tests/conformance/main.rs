@@ -15,6 +15,7 @@ mod nodes;
 mod pg_only;
 mod specs;
 mod support;
+mod usage;
 mod vcs;
 
 /// Instantiates `sqlite::<spec>` and `postgres::<spec>` for each spec path.
@@ -82,6 +83,7 @@ conformance! {
     find_pr_by_branch_finds_the_items_pr => crate::vcs::find_pr_by_branch_finds_the_items_pr,
     gate_results_keep_their_sha => crate::vcs::gate_results_keep_their_sha,
     concurrent_checks_are_all_kept => crate::vcs::concurrent_checks_are_all_kept,
+    usage_is_recorded_with_the_exit_and_fenced => crate::usage::usage_is_recorded_with_the_exit_and_fenced,
     acknowledged_items_survive_kill_9 => crate::durability::acknowledged_items_survive_kill_9,
     newer_schema_is_refused => crate::bad_input::newer_schema_is_refused,
     reopening_keeps_data => crate::bad_input::reopening_keeps_data,

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::support::{T0, TTL, TestDb, at, new_item};
 
-fn run_info(pid: i32) -> RunInfo {
+pub(crate) fn run_info(pid: i32) -> RunInfo {
     RunInfo { pid, pgid: pid, proc_start: Some(12345), log_path: format!("/tmp/log-{pid}") }
 }
 
@@ -74,7 +74,7 @@ fn cancel(key: &ItemKey, version: i64) -> TransitionCommit {
 }
 
 /// Creates `n` items of prefix `p` and claims all their jobs for `node` at `T0`.
-async fn claimed(store: &dyn Store, p: &str, n: usize, node: &str) -> Vec<Job> {
+pub(crate) async fn claimed(store: &dyn Store, p: &str, n: usize, node: &str) -> Vec<Job> {
     for i in 0..n {
         store.create_item(new_item(p, &format!("item {i}")), T0).await.unwrap();
     }
@@ -241,7 +241,12 @@ pub(crate) async fn stale_epoch_writes_are_fenced_out(db: &TestDb) {
     assert!(is_fenced(store.record_started(job.id, 1, run_info(7), at(32_000)).await));
     assert!(is_fenced(
         store
-            .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(32_000))
+            .record_finished(
+                job.id,
+                1,
+                ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+                at(32_000)
+            )
             .await
     ));
     assert!(is_fenced(store.record_gate_result(job.id, 1, gate("retest", true), at(32_000)).await));
@@ -313,14 +318,19 @@ pub(crate) async fn lease_expiry_and_take_over(db: &TestDb) {
     assert!(store.renew_leases("a", &[(job.id, 1)], at(40_002), TTL).await.unwrap().is_empty());
     assert!(is_fenced(
         store
-            .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(40_003))
+            .record_finished(
+                job.id,
+                1,
+                ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+                at(40_003)
+            )
             .await
     ));
     store
         .record_finished(
             job.id,
             2,
-            ExitInfo { exit_code: None, reason: Some("lost".into()), verdict: None },
+            ExitInfo { exit_code: None, reason: Some("lost".into()), verdict: None, usage: None },
             at(40_003),
         )
         .await
@@ -360,7 +370,7 @@ pub(crate) async fn events_are_ordered_and_filled(db: &TestDb) {
     let other = store.create_item(new_item("SHOP", "other"), at(1)).await.unwrap();
     store.record_started(job.id, 1, run_info(9), at(2)).await.unwrap();
     let verdict = json!({ "verdict": "pass", "summary": "ok" });
-    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: Some(verdict.clone()) };
+    let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: Some(verdict.clone()), usage: None };
     store.record_finished(job.id, 1, exit, at(3)).await.unwrap();
     let finished = store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(finished.verdict, Some(verdict), "the verdict is kept in the job row for any finalizer");
@@ -428,7 +438,7 @@ pub(crate) async fn commit_with_enqueue_creates_next_job(db: &TestDb) {
     let store = &*db.store;
     let job = claimed(store, "SHOP", 1, "a").await.remove(0);
     store
-        .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(1))
+        .record_finished(job.id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None }, at(1))
         .await
         .unwrap();
     let signal = store.work_signal();
@@ -521,7 +531,12 @@ pub(crate) async fn reaper_queries_respect_boundaries(db: &TestDb) {
         jobs.extend(store.claim_jobs("a", 1, at(i * 1000), TTL).await.unwrap());
     }
     store
-        .record_finished(jobs[1].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(5_000))
+        .record_finished(
+            jobs[1].id,
+            1,
+            ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+            at(5_000),
+        )
         .await
         .unwrap();
     let ids = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
@@ -562,7 +577,12 @@ pub(crate) async fn queue_stats_counts(db: &TestDb) {
     store.create_item(new_item("SHOP", "to cancel"), T0).await.unwrap();
     store.commit_transition(cancel(&key("SHOP-4"), 1), at(1)).await.unwrap();
     store
-        .record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(1))
+        .record_finished(
+            jobs[0].id,
+            1,
+            ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+            at(1),
+        )
         .await
         .unwrap();
     let s = store.queue_stats().await.unwrap();
@@ -659,7 +679,12 @@ pub(crate) async fn renew_leases_reports_renewed_ids(db: &TestDb) {
     assert_eq!(twice, vec![jobs[1].id]);
     // Finishing jobs keep their lease while the finalizer works.
     store
-        .record_finished(jobs[0].id, 1, ExitInfo { exit_code: Some(0), reason: None, verdict: None }, at(21_000))
+        .record_finished(
+            jobs[0].id,
+            1,
+            ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None },
+            at(21_000),
+        )
         .await
         .unwrap();
     assert_eq!(store.renew_leases("a", &[(jobs[0].id, 1)], at(22_000), TTL).await.unwrap(), vec![jobs[0].id]);

@@ -103,9 +103,14 @@ fn agents(out: &mut String, c: &Config) {
             let verdict = match a.verdict {
                 VerdictSource::File => "file",
                 VerdictSource::ExitCode => "exit-code",
+                VerdictSource::Result => "result",
             };
             let (command, timeout) = if a.adapter == AdapterKind::None {
                 ("(no process)".to_owned(), "-".to_owned())
+            } else if a.command.is_empty() {
+                // claude-code and codex: orch builds the command line per run.
+                let program = a.cli.binary.clone().unwrap_or_else(|| adapter.replace("claude-code", "claude"));
+                (format!("{program} (command line built per run)"), format!("timeout_s {}", format_secs(a.timeout_s)))
             } else {
                 (argv(&c.resolve_argv(&a.command)), format!("timeout_s {}", format_secs(a.timeout_s)))
             };

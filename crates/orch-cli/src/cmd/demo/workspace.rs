@@ -162,7 +162,7 @@ pub(crate) fn render_config(agent: AgentChoice) -> String {
                 format!("adapter = \"command\"\ncommand = [\"./agents/{role}.sh\"]\ntimeout_s = 60\nverdict = \"file\"")
             }
             Some((adapter, binary)) => {
-                format!("adapter = \"{adapter}\"\ncommand = [\"{binary}\"]\ntimeout_s = 1200\nverdict = \"file\"")
+                format!("adapter = \"{adapter}\"\nbinary = \"{binary}\"\ntimeout_s = 1200\nverdict = \"file\"")
             }
         };
         text = text.replace(&format!("__AGENT_{role}__"), &table);
