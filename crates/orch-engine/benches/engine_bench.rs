@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo bench -p orch-engine --bench engine_bench`
 //! Env: ORCH_BENCH_ITEMS (default 250), ORCH_BENCH_BACKENDS (default sqlite,postgres),
-//! ORCH_TEST_DATABASE_URL.
+//! ORCH_BENCH_CASES (default all: comma-separated `agent:c` burst cases such as
+//! `none:16,none:256`; set, it also skips the light-load cases), ORCH_BENCH_SLEEPERS
+//! (default 500; 0 skips the sleeping-agents case), ORCH_TEST_DATABASE_URL.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +75,8 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
 /// -> started is orch's own dispatch latency.
 async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, sequential: bool) {
     let dir = tempfile::tempdir().unwrap();
+    // Every item works on a real repository (a worktree per item, pushes, the merge).
+    orch_test_support::origin_with_ignore(dir.path(), Some("*"));
     let config = Arc::new(config(dir.path(), concurrency, agent));
     let (store, _drop_db) = open(backend, dir.path()).await;
     let mut opts = NodeOptions::new("bench", dir.path().join("data"));
@@ -100,10 +104,14 @@ async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, 
     }
     let filter = ItemFilter { status: Some(ItemStatus::Done), ..ItemFilter::default() };
     loop {
-        let done = store.queue_stats().await.unwrap().items_by_status.get("done").copied().unwrap_or(0);
+        let stats = store.queue_stats().await.unwrap();
+        let done = stats.items_by_status.get("done").copied().unwrap_or(0);
         if done as usize >= items {
             break;
         }
+        // An item that stops short of done would make the case wait forever.
+        let blocked = stats.items_by_status.get("blocked").copied().unwrap_or(0);
+        assert_eq!(blocked, 0, "{backend} {agent} c={concurrency}: {blocked} items blocked; see their events");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
@@ -140,6 +148,7 @@ async fn run_case(backend: &str, agent: &str, concurrency: usize, items: usize, 
 
 async fn sleeping_agents(count: usize) {
     let dir = tempfile::tempdir().unwrap();
+    orch_test_support::origin_with_ignore(dir.path(), Some("*"));
     let config = Arc::new(config(dir.path(), count, "\"sleep\", \"120\""));
     let (store, _drop_db) = open("sqlite", dir.path()).await;
     let mut opts = NodeOptions::new("bench", dir.path().join("data"));
@@ -190,14 +199,33 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let backends = std::env::var("ORCH_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        let cases = std::env::var("ORCH_BENCH_CASES").ok();
+        let sleepers: usize = std::env::var("ORCH_BENCH_SLEEPERS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
         for backend in backends.split(',').filter(|b| !b.is_empty()) {
-            for agent in ["none", "\"true\""] {
-                for c in [1, 16, 256] {
-                    run_case(backend, agent, c, items, false).await;
+            match &cases {
+                Some(list) => {
+                    for case in list.split(',').filter(|c| !c.is_empty()) {
+                        let (agent, c) = case
+                            .rsplit_once(':')
+                            .unwrap_or_else(|| panic!("ORCH_BENCH_CASES: `{case}` is not agent:c"));
+                        let agent = if agent == "true" { "\"true\"" } else { agent };
+                        let c: usize =
+                            c.parse().unwrap_or_else(|_| panic!("ORCH_BENCH_CASES: `{case}`: c is not a number"));
+                        run_case(backend, agent, c, items, false).await;
+                    }
                 }
-                run_case(backend, agent, 16, items.min(50), true).await;
+                None => {
+                    for agent in ["none", "\"true\""] {
+                        for c in [1, 16, 256] {
+                            run_case(backend, agent, c, items, false).await;
+                        }
+                        run_case(backend, agent, 16, items.min(50), true).await;
+                    }
+                }
             }
         }
-        sleeping_agents(500).await;
+        if sleepers > 0 {
+            sleeping_agents(sleepers).await;
+        }
     });
 }

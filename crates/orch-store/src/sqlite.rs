@@ -800,15 +800,22 @@ impl W<'_> {
         if n == 1 { Ok(()) } else { Err(Error::NotFound { what: format!("item {key}") }) }
     }
 
+    /// The claim. `LIMIT +?4`, not `LIMIT ?4`: SQLite marks a statement whose plan read
+    /// a bound LIMIT as expired whenever that parameter is bound again, so every claim
+    /// recompiled this UPDATE, its RETURNING and its triggers (15 % of the writer's
+    /// samples in `perf`, docs/BENCHMARKS.md); the unary plus keeps the value out of
+    /// the planner, and the plan is the same.
+    const CLAIM: &'static str = concat!(
+        "UPDATE jobs SET status = 'running', owner = ?1, epoch = epoch + 1, lease_expires_at = ?2, \
+         heartbeat_at = ?3, started_at = ?3 \
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT +?4) \
+         RETURNING ",
+        job_columns!()
+    );
+
     fn claim_jobs(&self, node: &str, limit: u32, now: Timestamp, lease_ttl: Duration) -> Result<Vec<Job>> {
         let mut jobs = self.rows(
-            concat!(
-                "UPDATE jobs SET status = 'running', owner = ?1, epoch = epoch + 1, lease_expires_at = ?2, \
-                 heartbeat_at = ?3, started_at = ?3 \
-                 WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT ?4) \
-                 RETURNING ",
-                job_columns!()
-            ),
+            Self::CLAIM,
             params![node, now.add(lease_ttl).as_millis(), now.as_millis(), limit],
             job_from_row,
         )?;
@@ -1829,5 +1836,36 @@ mod tests {
             let scans_table = plan.iter().any(|l| l.starts_with("SCAN") && !l.contains("INDEX"));
             assert!(!scans_table, "{q}\nplan: {plan:?}");
         }
+    }
+
+    /// The claim runs from the writer's statement cache without being compiled
+    /// again, whatever limit it is given (a bound `LIMIT ?` would expire it at
+    /// every call: docs/BENCHMARKS.md).
+    #[test]
+    fn the_claim_is_not_recompiled_between_calls() {
+        use orch_core::{ItemKind, ItemState, KeyPrefix};
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, url) = writer_conn(&dir.path().join("claim.db"));
+        let w = W { conn: &conn, url: &url };
+        let now = Timestamp::from_millis(1_000);
+        for _ in 0..6 {
+            let new = NewItem {
+                repo: "shop".into(),
+                prefix: KeyPrefix::new("SHOP").unwrap(),
+                kind: ItemKind::Bug,
+                title: "claim".into(),
+                body: String::new(),
+                state: ItemState::new(TrackName::from("quick"), StageName::from("development")),
+            };
+            w.create_item(&new, now).unwrap();
+        }
+        let mut claimed = 0;
+        for limit in [1, 2, 3] {
+            claimed += w.claim_jobs("node-a", limit, now, Duration::from_secs(30)).unwrap().len();
+        }
+        assert_eq!(claimed, 6, "the three claims took every queued job");
+        let stmt = conn.prepare_cached(W::CLAIM).unwrap();
+        assert!(stmt.get_status(rusqlite::StatementStatus::Run) >= 3, "the cached claim is the one that ran");
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "the claim was compiled again");
     }
 }
