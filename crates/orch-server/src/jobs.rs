@@ -64,11 +64,16 @@ pub(crate) async fn log(
     mode: crate::logs::LogMode,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    let tail = match q.tail.as_deref() {
-        None => MAX_LOG_BYTES,
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::invalid("tail", "tail must be a number of bytes"))?,
-    }
-    .min(MAX_LOG_BYTES);
+    let tail =
+        match q.tail.as_deref() {
+            None => MAX_LOG_BYTES,
+            // The document declares an int64 (what JSON clients can hold): a
+            // larger number is refused like any other value out of range.
+            Some(t) => t.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| {
+                ApiError::invalid("tail", "tail must be a number of bytes from 0 to 9223372036854775807")
+            })?,
+        }
+        .min(MAX_LOG_BYTES);
     let job = job(&state, &raw).await?;
     // A follow (SSE) or a `Range` request is served by `logs`.
     if let Some(response) = mode.respond(&state, job.clone()).await {

@@ -20,11 +20,7 @@ use orch_test_support::{FAST_REAPER, PgDatabase, config_text};
 use serde_json::json;
 use tower::ServiceExt as _;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use orch_test_support::Backend;
 
 const HOSTILE: &str = r#"<script>window.__xss=1</script><img src=x onerror="alert(1)"> & 'q'"#;
 
@@ -102,20 +98,7 @@ fn assert_escaped(page: &str) {
     assert!(page.contains("&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"));
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+orch_test_support::on_both_backends!(
     pages_escape_hostile_titles_and_carry_the_csp,
     board_filters_refuse_unknown_values_naming_the_filter,
     job_page_shows_agent_output_as_inert_text,

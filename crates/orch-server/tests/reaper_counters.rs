@@ -18,11 +18,7 @@ use orch_test_support::{FAST_REAPER, PgDatabase, config_text};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use orch_test_support::Backend;
 
 struct World {
     dir: tempfile::TempDir,
@@ -158,20 +154,7 @@ async fn finalizer_owned_counts_live_finishing_leases(backend: Backend) {
     assert_eq!(w.queue(&store, None).await["reaper"]["finalizer_owned"], 0);
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+orch_test_support::on_both_backends!(
     reaper_counters_add_up_across_nodes_and_survive_restart,
     finalizer_owned_counts_live_finishing_leases,
 );

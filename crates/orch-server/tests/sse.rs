@@ -21,11 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use orch_test_support::Backend;
 
 struct Api {
     _dir: tempfile::TempDir,
@@ -255,20 +251,7 @@ async fn streams_end_when_the_server_shuts_down(backend: Backend) {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+orch_test_support::on_both_backends!(
     events_resume_with_no_gap_or_repeat_under_16_writers,
     events_start_filter_and_errors,
     streams_end_when_the_server_shuts_down,
