@@ -805,6 +805,41 @@ impl W<'_> {
     /// recompiled this UPDATE, its RETURNING and its triggers (15 % of the writer's
     /// samples in `perf`, docs/BENCHMARKS.md); the unary plus keeps the value out of
     /// the planner, and the plan is the same.
+    /// Items matching a filter, a page of them (`LIMIT +?4 OFFSET +?5`, see `CLAIM`).
+    const LIST_ITEMS: &'static str = concat!(
+        item_select!(),
+        "WHERE (?1 IS NULL OR i.repo = ?1) AND (?2 IS NULL OR i.stage = ?2) \
+         AND (?3 IS NULL OR i.status = ?3) AND (?6 IS NULL OR i.kind = ?6) \
+         AND (?7 IS NULL OR i.prefix > ?7 OR (i.prefix = ?7 AND i.number > ?8)) \
+         ORDER BY i.prefix, i.number LIMIT +?4 OFFSET +?5"
+    );
+    /// The reaper's first tier: running jobs whose lease ran out (`LIMIT +?2`, see `CLAIM`).
+    const EXPIRED_RUNNING: &'static str = concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE status = 'running' AND lease_expires_at < ?1 \
+         ORDER BY lease_expires_at, id LIMIT +?2"
+    );
+    /// The reaper's second tier: jobs left `finishing` too long.
+    const STALE_FINISHING: &'static str = concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE status = 'finishing' AND finished_at < ?1 ORDER BY finished_at, id LIMIT +?2"
+    );
+    /// The reaper's third tier: jobs past their stage's time limit.
+    const OVERDUE: &'static str = concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE status IN ('running', 'finishing') AND started_at < ?1 \
+         ORDER BY started_at, id LIMIT +?2"
+    );
+    /// Events after a seq, every item's (`events_since`, `events_after`).
+    const EVENTS_SINCE: &'static str =
+        concat!("SELECT ", event_columns!(), " FROM events WHERE seq > ?1 ORDER BY seq LIMIT +?2");
+    /// Events after a seq, one item's (`events_after`).
+    const ITEM_EVENTS_SINCE: &'static str =
+        concat!("SELECT ", event_columns!(), " FROM events WHERE item = ?1 AND seq > ?2 ORDER BY seq LIMIT +?3");
+
     const CLAIM: &'static str = concat!(
         "UPDATE jobs SET status = 'running', owner = ?1, epoch = epoch + 1, lease_expires_at = ?2, \
          heartbeat_at = ?3, started_at = ?3 \
@@ -1236,15 +1271,9 @@ impl Store for SqliteStore {
     async fn list_items(&self, filter: &ItemFilter, page: Page) -> Result<Vec<Item>> {
         let filter = filter.clone();
         self.read(move |w| {
-            let sql = format!(
-                "{ITEM_SELECT}WHERE (?1 IS NULL OR i.repo = ?1) AND (?2 IS NULL OR i.stage = ?2) \
-                 AND (?3 IS NULL OR i.status = ?3) AND (?6 IS NULL OR i.kind = ?6) \
-                 AND (?7 IS NULL OR i.prefix > ?7 OR (i.prefix = ?7 AND i.number > ?8)) \
-                 ORDER BY i.prefix, i.number LIMIT ?4 OFFSET ?5"
-            );
             let after_number = filter.after.as_ref().map(|k| i64::try_from(k.number().get()).unwrap_or(i64::MAX));
             w.rows(
-                &sql,
+                W::LIST_ITEMS,
                 params![
                     filter.repo,
                     filter.stage.as_ref().map(|s| s.as_str().to_owned()),
@@ -1451,50 +1480,15 @@ impl Store for SqliteStore {
     }
 
     async fn expired_running(&self, now: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.read(move |w| {
-            w.rows(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE status = 'running' AND lease_expires_at < ?1 \
-                     ORDER BY lease_expires_at, id LIMIT ?2"
-                ),
-                params![now.as_millis(), limit],
-                job_from_row,
-            )
-        })
-        .await
+        self.read(move |w| w.rows(W::EXPIRED_RUNNING, params![now.as_millis(), limit], job_from_row)).await
     }
 
     async fn stale_finishing(&self, finished_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.read(move |w| {
-            w.rows(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE status = 'finishing' AND finished_at < ?1 ORDER BY finished_at, id LIMIT ?2"
-                ),
-                params![finished_before.as_millis(), limit],
-                job_from_row,
-            )
-        })
-        .await
+        self.read(move |w| w.rows(W::STALE_FINISHING, params![finished_before.as_millis(), limit], job_from_row)).await
     }
 
     async fn overdue(&self, started_before: Timestamp, limit: u32) -> Result<Vec<Job>> {
-        self.read(move |w| {
-            w.rows(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE status IN ('running', 'finishing') AND started_at < ?1 \
-                     ORDER BY started_at, id LIMIT ?2"
-                ),
-                params![started_before.as_millis(), limit],
-                job_from_row,
-            )
-        })
-        .await
+        self.read(move |w| w.rows(W::OVERDUE, params![started_before.as_millis(), limit], job_from_row)).await
     }
 
     async fn jobs_owned_by(&self, node: &str) -> Result<Vec<Job>> {
@@ -1528,14 +1522,7 @@ impl Store for SqliteStore {
     async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         // One writer at a time means seqs are assigned in commit order: a reader
         // never sees seq n+1 before seq n.
-        self.read(move |w| {
-            w.rows(
-                concat!("SELECT ", event_columns!(), " FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
-                params![after, limit],
-                event_from_row,
-            )
-        })
-        .await
+        self.read(move |w| w.rows(W::EVENTS_SINCE, params![after, limit], event_from_row)).await
     }
 
     async fn event_head(&self) -> Result<EventPosition> {
@@ -1559,20 +1546,8 @@ impl Store for SqliteStore {
         let item = item.map(ToString::to_string);
         let events = self
             .read(move |w| match item {
-                None => w.rows(
-                    concat!("SELECT ", event_columns!(), " FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
-                    params![after.seq, limit],
-                    event_from_row,
-                ),
-                Some(item) => w.rows(
-                    concat!(
-                        "SELECT ",
-                        event_columns!(),
-                        " FROM events WHERE item = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                    ),
-                    params![item, after.seq, limit],
-                    event_from_row,
-                ),
+                None => w.rows(W::EVENTS_SINCE, params![after.seq, limit], event_from_row),
+                Some(item) => w.rows(W::ITEM_EVENTS_SINCE, params![item, after.seq, limit], event_from_row),
             })
             .await?;
         Ok(events
@@ -1867,5 +1842,74 @@ mod tests {
         let stmt = conn.prepare_cached(W::CLAIM).unwrap();
         assert!(stmt.get_status(rusqlite::StatementStatus::Run) >= 3, "the cached claim is the one that ran");
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "the claim was compiled again");
+    }
+
+    /// The bounded reads (list, the reaper's tiers, the event feeds) are not compiled
+    /// again when called with another limit or offset either, for the same reason as
+    /// the claim.
+    #[test]
+    fn bounded_reads_are_not_recompiled_between_calls() {
+        use orch_core::{ItemKind, ItemState, KeyPrefix};
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, url) = writer_conn(&dir.path().join("reads.db"));
+        let w = W { conn: &conn, url: &url };
+        let now = Timestamp::from_millis(1_000);
+        for _ in 0..4 {
+            let new = NewItem {
+                repo: "shop".into(),
+                prefix: KeyPrefix::new("SHOP").unwrap(),
+                kind: ItemKind::Bug,
+                title: "read".into(),
+                body: String::new(),
+                state: ItemState::new(TrackName::from("quick"), StageName::from("development")),
+            };
+            w.create_item(&new, now).unwrap();
+        }
+        w.claim_jobs("node-a", 4, now, Duration::from_secs(30)).unwrap();
+        let later = Timestamp::from_millis(1_000_000).as_millis();
+        let none: Option<String> = None;
+        let mut seen = Vec::new();
+        for limit in [1_i64, 2, 3] {
+            let items = w
+                .rows(W::LIST_ITEMS, params![none, none, none, limit, limit - 1, none, none, none], item_from_row)
+                .unwrap();
+            let expired = w.rows(W::EXPIRED_RUNNING, params![later, limit], job_from_row).unwrap();
+            let stale = w.rows(W::STALE_FINISHING, params![later, limit], job_from_row).unwrap();
+            let overdue = w.rows(W::OVERDUE, params![later, limit], job_from_row).unwrap();
+            let since = w.rows(W::EVENTS_SINCE, params![0, limit], event_from_row).unwrap();
+            let item_since = w.rows(W::ITEM_EVENTS_SINCE, params!["SHOP-1", 0, limit], event_from_row).unwrap();
+            seen.push([items.len(), expired.len(), stale.len(), overdue.len(), since.len(), item_since.len()]);
+        }
+        // Guards the premise: the limits were applied, so each statement really read them.
+        let n = |limit: usize| limit.min(4);
+        for (i, counts) in seen.iter().enumerate() {
+            let limit = i + 1;
+            assert_eq!(counts[0], n(limit).min(4 - i), "list, limit {limit} offset {i}");
+            assert_eq!(counts[1], n(limit), "expired_running, limit {limit}");
+            assert_eq!(counts[2], 0, "no job is finishing");
+            assert_eq!(counts[3], n(limit), "overdue, limit {limit}");
+            assert_eq!(counts[4], limit, "events_since, limit {limit}");
+            assert!(counts[5] >= 1 && counts[5] <= limit, "item events, limit {limit}: {}", counts[5]);
+        }
+        let mut recompiled = Vec::new();
+        for (name, sql) in [
+            ("list_items", W::LIST_ITEMS),
+            ("expired_running", W::EXPIRED_RUNNING),
+            ("stale_finishing", W::STALE_FINISHING),
+            ("overdue", W::OVERDUE),
+            ("events_since", W::EVENTS_SINCE),
+            ("item events_after", W::ITEM_EVENTS_SINCE),
+        ] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert!(
+                stmt.get_status(rusqlite::StatementStatus::Run) >= 3,
+                "{name}: the cached statement is the one that ran"
+            );
+            let n = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            if n > 0 {
+                recompiled.push(format!("{name}: {n} re-prepares in 3 calls"));
+            }
+        }
+        assert!(recompiled.is_empty(), "compiled again: {recompiled:?}");
     }
 }
