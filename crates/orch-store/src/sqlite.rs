@@ -664,6 +664,34 @@ const OPEN_AND_DONE_JOBS: &str = "SELECT status AS k, COUNT(*) AS n FROM jobs \
      WHERE status IN ('queued', 'running', 'finishing') GROUP BY status \
      UNION ALL SELECT status AS k, SUM(n) AS n FROM status_counts WHERE tbl = 'jobs' GROUP BY status";
 
+/// Most event rows one `INSERT` carries (`W::insert_events`); each row count is
+/// its own cached statement, so this also bounds how many of them the cache holds.
+const EVENT_ROWS: usize = 8;
+
+/// The multi-row event `INSERT` for `rows` rows, numbered parameters in row order.
+fn events_insert_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let p = row * 9;
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql
+}
+
 /// The one column list both backends read items with (`common::item_select!`).
 const ITEM_SELECT: &str = item_select!();
 
@@ -734,8 +762,35 @@ impl W<'_> {
         Ok(())
     }
 
-    /// Queues a job and appends its `job.queued`; returns the new id.
-    fn enqueue(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<JobId> {
+    /// Appends `events` in their order with one multi-row `INSERT` per
+    /// `EVENT_ROWS` of them: a transition's events cost one statement step instead
+    /// of one each. Rows of one `VALUES` list get ascending seqs in list order, as
+    /// separate inserts would.
+    fn insert_events(&self, events: &[NewEvent], now: Timestamp) -> Result<()> {
+        use rusqlite::types::Value;
+        for chunk in events.chunks(EVENT_ROWS) {
+            let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 9);
+            for ev in chunk {
+                args.extend([
+                    Value::Integer(now.as_millis()),
+                    Value::Text(ev.item.to_string()),
+                    ev.job.map(|j| j.0).into(),
+                    Value::Text(ev.kind.as_str().to_owned()),
+                    ev.from.clone().into(),
+                    ev.to.clone().into(),
+                    ev.epoch.into(),
+                    ev.reason.clone().into(),
+                    Value::Text(json_text(&ev.data)?),
+                ]);
+            }
+            self.execute(&events_insert_sql(chunk.len()), rusqlite::params_from_iter(args))?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a queued job and returns its id with the `job.queued` event still
+    /// to be appended, so a transition can append it together with its others.
+    fn insert_job(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<(JobId, NewEvent)> {
         let id: i64 = self
             .conn
             .prepare_cached(
@@ -750,6 +805,12 @@ impl W<'_> {
         ev.epoch = Some(0);
         ev.to = Some(stage.to_owned());
         ev.data = json!({ "attempt": attempt });
+        Ok((id, ev))
+    }
+
+    /// Queues a job and appends its `job.queued`; returns the new id.
+    fn enqueue(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<JobId> {
+        let (id, ev) = self.insert_job(item, stage, attempt, now)?;
         self.insert_event(&ev, now)?;
         Ok(id)
     }
@@ -986,7 +1047,8 @@ impl W<'_> {
             "UPDATE items SET branch = ?2, head_sha = ?3, updated_at = ?4 WHERE key = ?1",
             params![item.to_string(), branch, head_sha, now.as_millis()],
         )?;
-        events.iter().try_for_each(|ev| self.insert_event(&common::owner_event(ev, &item, job, epoch), now))
+        let owned: Vec<NewEvent> = events.iter().map(|ev| common::owner_event(ev, &item, job, epoch)).collect();
+        self.insert_events(&owned, now)
     }
 
     fn pr(&self, item: &ItemKey) -> Result<Option<PullRequest>> {
@@ -1155,6 +1217,9 @@ impl W<'_> {
             };
         }
 
+        // The events of steps 3 to 5, in that order, appended at the end in one go.
+        let mut events = Vec::with_capacity(commit.events.len() + 1);
+
         // 3. Operator actions end whatever else is in flight, fencing its owner.
         if commit.cancel_active_jobs {
             let reason = format!("cancelled by the transition of {key} from version {}", commit.expected_version);
@@ -1170,7 +1235,7 @@ impl W<'_> {
                 ev.job = Some(id);
                 ev.epoch = Some(epoch);
                 ev.reason = Some(reason.clone());
-                self.insert_event(&ev, now)?;
+                events.push(ev);
             }
         }
 
@@ -1186,14 +1251,19 @@ impl W<'_> {
                 reason: ev.reason.clone(),
                 data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
             };
-            self.insert_event(&filled, now)?;
+            events.push(filled);
         }
 
         // 5. The next job.
         let enqueued = match &commit.enqueue {
-            Some((stage, attempt)) => Some(self.enqueue(&commit.item, stage.as_str(), *attempt, now)?),
+            Some((stage, attempt)) => {
+                let (id, queued) = self.insert_job(&commit.item, stage.as_str(), *attempt, now)?;
+                events.push(queued);
+                Some(id)
+            }
             None => None,
         };
+        self.insert_events(&events, now)?;
         Ok(CommitOutcome::Applied { enqueued })
     }
 
@@ -1476,7 +1546,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write(Result::is_ok, move |w| events.iter().try_for_each(|ev| w.insert_event(ev, now))).await
+        self.write(Result::is_ok, move |w| w.insert_events(&events, now)).await
     }
 
     async fn expired_running(&self, now: Timestamp, limit: u32) -> Result<Vec<Job>> {
@@ -1842,6 +1912,57 @@ mod tests {
         let stmt = conn.prepare_cached(W::CLAIM).unwrap();
         assert!(stmt.get_status(rusqlite::StatementStatus::Run) >= 3, "the cached claim is the one that ran");
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "the claim was compiled again");
+    }
+
+    /// Events appended in one go keep their order and every field, across the
+    /// `EVENT_ROWS` chunk boundary, and each row count runs from the cache.
+    #[test]
+    fn events_inserted_together_keep_their_order_and_fields() {
+        use orch_core::{ItemKind, ItemState, KeyPrefix};
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, url) = writer_conn(&dir.path().join("events.db"));
+        let w = W { conn: &conn, url: &url };
+        let now = Timestamp::from_millis(7_000);
+        let new = NewItem {
+            repo: "shop".into(),
+            prefix: KeyPrefix::new("SHOP").unwrap(),
+            kind: ItemKind::Bug,
+            title: "events".into(),
+            body: String::new(),
+            state: ItemState::new(TrackName::from("quick"), StageName::from("development")),
+        };
+        let key = w.create_item(&new, now).unwrap();
+        let before: i64 = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).unwrap();
+        let count = 2 * EVENT_ROWS + 3;
+        let events: Vec<NewEvent> = (0..count)
+            .map(|i| {
+                let mut ev = NewEvent::new(key.clone(), EventKind::VcsPushed);
+                ev.job = (i % 2 == 0).then_some(JobId(i64::try_from(i).unwrap()));
+                ev.epoch = (i % 3 == 0).then_some(i64::try_from(i).unwrap());
+                ev.from = Some(format!("from {i}"));
+                ev.to = (i % 2 == 1).then(|| format!("to {i}"));
+                ev.reason = Some(format!("event {i}"));
+                ev.data = json!({ "i": i });
+                ev
+            })
+            .collect();
+        w.insert_events(&events, now).unwrap();
+        let got = w.rows(W::EVENTS_SINCE, params![before, 1_000], event_from_row).unwrap();
+        assert_eq!(got.len(), count);
+        for (i, (ev, row)) in events.iter().zip(&got).enumerate() {
+            assert_eq!(row.seq, before + 1 + i64::try_from(i).unwrap(), "event {i} got seq {}", row.seq);
+            assert_eq!(row.kind, ev.kind.as_str(), "event {i}");
+            assert_eq!(row.item, key, "event {i}");
+            assert_eq!(row.job, ev.job, "event {i}");
+            assert_eq!(row.epoch, ev.epoch, "event {i}");
+            assert_eq!((&row.from, &row.to, &row.reason), (&ev.from, &ev.to, &ev.reason), "event {i}");
+            assert_eq!(row.data, ev.data, "event {i}");
+            assert_eq!(row.at, now, "event {i}");
+        }
+        w.insert_events(&events, now).unwrap();
+        let stmt = conn.prepare_cached(&events_insert_sql(EVENT_ROWS)).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4, "two full chunks per call, cached");
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     /// The bounded reads (list, the reaper's tiers, the event feeds) are not compiled
