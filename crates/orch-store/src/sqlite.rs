@@ -1874,10 +1874,24 @@ mod tests {
             "SELECT id FROM gate_results WHERE job = 5 ORDER BY id",
             "SELECT item FROM prs WHERE branch = 'feature/A-1-bug-x'",
         ];
-        for q in queries {
+        // The production statements themselves, their parameters bound to NULL.
+        let production = [
+            W::CLAIM,
+            W::LIST_ITEMS,
+            W::EXPIRED_RUNNING,
+            W::STALE_FINISHING,
+            W::OVERDUE,
+            W::EVENTS_SINCE,
+            W::ITEM_EVENTS_SINCE,
+        ];
+        for q in queries.into_iter().chain(production) {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
-            let plan: Vec<String> =
-                stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect();
+            let nulls = vec![rusqlite::types::Value::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
             let scans_table = plan.iter().any(|l| l.starts_with("SCAN") && !l.contains("INDEX"));
             assert!(!scans_table, "{q}\nplan: {plan:?}");
         }
