@@ -141,12 +141,14 @@ fn processes_under(root: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Runs one item whose development stage gets a single attempt, with Claude
-/// Code configured by `extra`, and returns the failed job's reason once the
-/// item is blocked. Checks that no process of the run is left.
-async fn claude_run_fails(backend: Backend, url: &str, extra: &str, env: &str) -> String {
-    let tail = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
-    let (h, _side) = harness(backend, |d| claude_config(url, d, extra, env, tail)).await;
+/// The development stage with a single attempt, so one failed run blocks the item.
+const ONE_ATTEMPT: &str = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
+
+/// Runs one item on the agent `config` describes (with [`ONE_ATTEMPT`]) and
+/// returns the failed job's reason once the item is blocked. Checks that no
+/// process of the run is left.
+async fn run_fails(backend: Backend, config: impl FnOnce(&Path) -> String) -> String {
+    let (h, _side) = harness(backend, config).await;
     let node = h.node("node-a");
     let run = h.start(&node);
     let key = h.add_item(ItemKind::Bug).await;
@@ -160,6 +162,11 @@ async fn claude_run_fails(backend: Backend, url: &str, extra: &str, env: &str) -
     run.await.unwrap();
     h.assert_audit_clean().await;
     jobs[0].reason.clone().unwrap_or_default()
+}
+
+/// [`run_fails`] with Claude Code configured by `extra` and `env`.
+async fn claude_run_fails(backend: Backend, url: &str, extra: &str, env: &str) -> String {
+    run_fails(backend, |d| claude_config(url, d, extra, env, ONE_ATTEMPT)).await
 }
 
 /// Claude Code retries a failed API call ten times over minutes by default;
@@ -313,21 +320,7 @@ async fn codex_drives_a_quick_track_item_to_done(backend: Backend) {
 
 /// As [`claude_run_fails`], for Codex.
 async fn codex_run_fails(backend: Backend, url: &str, extra: &str) -> String {
-    let tail = "[stages.development]\nrole = \"developer\"\nmax_attempts = 1\n";
-    let (h, _side) = harness(backend, |d| codex_config(url, d, extra, tail)).await;
-    let node = h.node("node-a");
-    let run = h.start(&node);
-    let key = h.add_item(ItemKind::Bug).await;
-    h.wait_status(&key, ItemStatus::Blocked).await;
-    let jobs = h.jobs(&key).await;
-    assert_eq!(jobs.len(), 1, "{jobs:#?}");
-    assert_eq!(jobs[0].status, JobStatus::Failed);
-    assert_no_process_left(&jobs);
-    assert_eq!(processes_under(h.path()), Vec::<i32>::new(), "processes of the run outlived it");
-    node.shutdown_token().cancel();
-    run.await.unwrap();
-    h.assert_audit_clean().await;
-    jobs[0].reason.clone().unwrap_or_default()
+    run_fails(backend, |d| codex_config(url, d, extra, ONE_ATTEMPT)).await
 }
 
 async fn codex_api_error_fails_the_job(backend: Backend) {

@@ -55,13 +55,7 @@ impl Api {
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
         let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-        let (url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
-            Backend::Postgres => {
-                let db = PgDatabase::create("orch_server");
-                (db.url().to_owned(), Some(db))
-            }
-        };
+        let (url, pg) = backend.store_url(dir.path(), "orch_server");
         let store = orch_store::open(&url).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
         Self { dir, store, config: Arc::new(config), clock, _pg: pg }

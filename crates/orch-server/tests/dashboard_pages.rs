@@ -45,13 +45,7 @@ impl Fixture {
         std::fs::write(&path, &text).unwrap();
         let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let config = orch_core::config::load(&path, &text, &env).unwrap_or_else(|e| panic!("{e}"));
-        let (url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
-            Backend::Postgres => {
-                let db = PgDatabase::create("orch_dash");
-                (db.url().to_owned(), Some(db))
-            }
-        };
+        let (url, pg) = backend.store_url(dir.path(), "orch_dash");
         let store = orch_store::open(&url).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
         let app = router(

@@ -152,8 +152,25 @@ mod tests {
 /// The store backends a suite runs its scenarios on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// A SQLite file in the test's folder.
     Sqlite,
+    /// A fresh database on the test PostgreSQL server (`ORCH_TEST_DATABASE_URL`).
     Postgres,
+}
+
+impl Backend {
+    /// The store URL a test opens on this backend: `orch.db` in `dir`, or a fresh
+    /// PostgreSQL database named after `pg_prefix`, returned beside the URL so it
+    /// lives (and is dropped) with the test.
+    pub fn store_url(self, dir: &std::path::Path, pg_prefix: &str) -> (String, Option<PgDatabase>) {
+        match self {
+            Backend::Sqlite => (format!("sqlite://{}", dir.join("orch.db").display()), None),
+            Backend::Postgres => {
+                let db = PgDatabase::create(pg_prefix);
+                (db.url().to_owned(), Some(db))
+            }
+        }
+    }
 }
 
 /// Runs each named `async fn(Backend)` scenario twice, as `sqlite::NAME` and

@@ -23,13 +23,7 @@ pub use orch_test_support::{FAST_REAPER, config_text};
 pub const PASS: &str = r#"printf '{"verdict":"pass","summary":"ok"}' > "$ORCH_VERDICT_FILE""#;
 
 /// The store a scenario runs on; `backend_tests!` runs each scenario on both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file in the harness's folder.
-    Sqlite,
-    /// A fresh database on the test PostgreSQL server (`ORCH_TEST_DATABASE_URL`).
-    Postgres,
-}
+pub use orch_test_support::Backend;
 
 /// Instantiates each `async fn name(backend: Backend)` scenario twice, as
 /// `sqlite::name` and `postgres::name`, so both backends are held to one
@@ -115,13 +109,7 @@ impl Harness {
         let path = dir.path().join("orch.toml");
         std::fs::write(&path, &text).unwrap();
         let config = orch_core::config::load(&path, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-        let (url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("orch.db").display()), None),
-            Backend::Postgres => {
-                let db = PgDatabase::create("orch_engine");
-                (db.url().to_owned(), Some(db))
-            }
-        };
+        let (url, pg) = backend.store_url(dir.path(), "orch_engine");
         let store = orch_store::open(&url).await.unwrap_or_else(|e| panic!("opening {url}: {e}"));
         let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
         Self { dir, store, config: Arc::new(config), clock, url, pg }
