@@ -195,52 +195,28 @@ async fn act(state: &AppState, raw: &str, action: OperatorAction) -> Result<Json
 
 /// Runs the item's current stage again.
 #[utoipa::path(post, path = "/items/{key}/retry", operation_id = "retryItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
-        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
-        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
-        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
-    ))]
+    responses(crate::schema::ActionResponses))]
 pub(crate) async fn retry(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Retry).await
 }
 
 /// Cancels the item and its open jobs.
 #[utoipa::path(post, path = "/items/{key}/cancel", operation_id = "cancelItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
-        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
-        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
-        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
-    ))]
+    responses(crate::schema::ActionResponses))]
 pub(crate) async fn cancel(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Cancel).await
 }
 
 /// Moves the item to its repo's full-cycle track.
 #[utoipa::path(post, path = "/items/{key}/escalate", operation_id = "escalateItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
-        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
-        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
-        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
-    ))]
+    responses(crate::schema::ActionResponses))]
 pub(crate) async fn escalate(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Escalate).await
 }
 
 /// Lets an item waiting for approval go on.
 #[utoipa::path(post, path = "/items/{key}/approve", operation_id = "approveItem", tag = "items", params(("key" = String, Path, description = "The item's key, e.g. SHOP-12")), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Applied", body = crate::shapes::TransitionShape),
-        (status = 401, description = "No or a wrong bearer token", body = crate::schema::ErrorBody),
-        (status = 404, description = "No such item", body = crate::schema::ErrorBody),
-        (status = 409, description = "The item's state refuses the action; `error` says why", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store cannot be reached", body = crate::schema::ErrorBody),
-    ))]
+    responses(crate::schema::ActionResponses))]
 pub(crate) async fn approve(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&state, &raw, OperatorAction::Approve).await
 }

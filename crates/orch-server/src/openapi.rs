@@ -31,6 +31,9 @@ pub(crate) const BEARER: &str = "bearer";
                        `Authorization: Bearer <token>`."
     ),
     modifiers(&BearerScheme),
+    // The actions' outcome is named by `schema::ActionResponses`, whose derive
+    // does not register the schemas it refers to the way a route's does.
+    components(schemas(crate::shapes::TransitionShape)),
     tags(
         (name = "health", description = "Probes for load balancers and supervisors"),
         (name = "queue", description = "What the deployment is doing"),

@@ -43,6 +43,23 @@ pub(crate) fn operator_action() -> RefOr<Schema> {
     )
 }
 
+/// What each operator action (`POST /items/{key}/retry|cancel|escalate|approve`)
+/// may answer: one list, documented on the four routes alike.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its derived document is used
+pub enum ActionResponses {
+    #[response(status = 200, description = "Applied")]
+    Applied(crate::shapes::TransitionShape),
+    #[response(status = 401, description = "No or a wrong bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "No such item")]
+    NotFound(ErrorBody),
+    #[response(status = 409, description = "The item's state refuses the action; `error` says why")]
+    Refused(ErrorBody),
+    #[response(status = 503, description = "The store cannot be reached")]
+    Unavailable(ErrorBody),
+}
+
 /// Every error: what went wrong, and the field at fault when there is one.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Error)]
