@@ -2,14 +2,12 @@
 //! through `orch_engine::untrusted`: no link followed, nothing but a regular file
 //! read, at most `MAX_LOG_BYTES`, off the runtime's threads.
 
-use std::path::Path as FsPath;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use orch_engine::untrusted::{self, ReadError};
+use orch_engine::untrusted;
 use orch_store::{Job, JobId};
 use serde_json::Value;
 
@@ -79,22 +77,8 @@ pub(crate) async fn log(
     if let Some(response) = mode.respond(&state, job.clone()).await {
         return response;
     }
-    let Some(path) = job.log_path.as_deref() else {
-        return Err(ApiError::NotFound(format!("job {} has no log yet (status {})", job.id, job.status)));
-    };
-    let bytes = match untrusted::try_tail(FsPath::new(path), tail).await {
-        Ok(bytes) => bytes,
-        Err(ReadError::Missing { .. }) => {
-            return Err(ApiError::NotFound(format!("job {}'s log has not been written yet", job.id)));
-        }
-        Err(e @ (ReadError::Link { .. } | ReadError::NotRegular { .. })) => {
-            // The agent replaced its log with something orch will not read: the
-            // job's state, not the client's mistake nor a server fault.
-            return Err(ApiError::Conflict(format!("job {}'s log cannot be read safely: {e}", job.id)));
-        }
-        Err(e @ ReadError::TimedOut { .. }) => return Err(ApiError::Unavailable(e.to_string())),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
+    let path = crate::logs::log_path(&job)?;
+    let bytes = untrusted::try_tail(&path, tail).await.map_err(|e| crate::logs::read_error(&job, e))?;
     // A tail may start inside a multi-byte character: decode lossily so the
     // response is always valid UTF-8 text.
     let text = String::from_utf8_lossy(&bytes).into_owned();

@@ -181,18 +181,20 @@ async fn ranged(job: Job, spec: ByteRange) -> Result<Response, ApiError> {
         .into_response())
 }
 
-fn log_path(job: &Job) -> Result<PathBuf, ApiError> {
+pub(crate) fn log_path(job: &Job) -> Result<PathBuf, ApiError> {
     job.log_path
         .as_deref()
         .map(PathBuf::from)
         .ok_or_else(|| ApiError::NotFound(format!("job {} has no log yet (status {})", job.id, job.status)))
 }
 
-/// The API's answer to a log that cannot be read, as the plain handler gives it.
-fn read_error(job: &Job, e: ReadError) -> ApiError {
+/// The API's answer to a log that cannot be read, for every way of reading it.
+pub(crate) fn read_error(job: &Job, e: ReadError) -> ApiError {
     match e {
         ReadError::Missing { .. } => ApiError::NotFound(format!("job {}'s log has not been written yet", job.id)),
         e @ (ReadError::Link { .. } | ReadError::NotRegular { .. }) => {
+            // The agent replaced its log with something orch will not read: the
+            // job's state, not the client's mistake nor a server fault.
             ApiError::Conflict(format!("job {}'s log cannot be read safely: {e}", job.id))
         }
         e @ ReadError::TimedOut { .. } => ApiError::Unavailable(e.to_string()),
