@@ -71,5 +71,6 @@ pub(crate) fn job_commit(
         cancel_active_jobs: false,
         events,
         enqueue: t.enqueue.clone(),
+        claim_next: None,
     }
 }

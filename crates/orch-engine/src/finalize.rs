@@ -99,7 +99,7 @@ pub(crate) async fn commit(
         | StageResult::NeedsHuman { reason }
         | StageResult::Conflict { reason } => (JobStatus::Failed, Some(reason.clone())),
     };
-    let final_ = JobFinal { id: job.id, epoch: job.epoch, status, reason: reason.clone(), verdict };
+    let final_ = JobFinal { id: job.id, epoch: job.epoch, status, reason: reason.clone(), verdict, run_end: None };
     let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result, escalate });
     let commit = match decide(&item.state(), &ctx.config, &outcome) {
         Ok(t) => {
@@ -139,6 +139,7 @@ pub(crate) async fn commit(
                 cancel_active_jobs: false,
                 events,
                 enqueue: None,
+                claim_next: None,
             }
         }
     };

@@ -138,6 +138,7 @@ pub async fn apply(
             cancel_active_jobs: matches!(action, OperatorAction::Cancel | OperatorAction::Escalate),
             events: vec![event],
             enqueue: t.enqueue.clone(),
+            claim_next: None,
         };
         match store.commit_transition(commit, now).await? {
             CommitOutcome::Applied { .. } => {

@@ -5,7 +5,10 @@
 //!
 //! A "stage transition" is what a no-op stage costs the store: claim one job,
 //! record_started, record_finished, and commit_transition that ends the job and
-//! enqueues the next stage's. Every case runs on a fresh database.
+//! enqueues the next stage's (4 writes). A "stage hand-off" is what the engine
+//! sends for such a stage now: one commit_transition that also records the run
+//! (`RunEnd`) and claims the next stage's job for the same worker (`ClaimNext`),
+//! after a `get_item` (1 write, 1 read). Every case runs on a fresh database.
 //!
 //! It also times `queue_stats` and one reaper pass over `ORCH_BENCH_ITEMS` (default
 //! 100,000) bulk-loaded items.
@@ -20,7 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use orch_core::{EventKind, ItemKind, ItemState, JobStatus, KeyPrefix, StageName, Timestamp, TrackName};
-use orch_store::{CommitOutcome, ExitInfo, Job, JobFinal, NewEvent, NewItem, RunInfo, Store, TransitionCommit};
+use orch_store::{
+    ClaimNext, CommitOutcome, ExitInfo, Job, JobFinal, NewEvent, NewItem, RunEnd, RunInfo, Store, TransitionCommit,
+};
 use sqlx::Connection;
 use tokio::task::JoinSet;
 
@@ -113,7 +118,10 @@ async fn fill(store: &Arc<dyn Store>, n: usize) {
 }
 
 /// The commit that ends `job` and enqueues the next stage (or finishes the item).
-async fn commit_for(store: &dyn Store, job: &Job) -> CommitOutcome {
+/// With `handoff` it is what the engine sends for a no-op stage with no gates: the
+/// commit also records the run's start and end (`RunEnd`, with the `job.started`
+/// and `job.finished` events) and claims the next stage's job for `handoff`'s node.
+async fn commit_for(store: &dyn Store, job: &Job, handoff: Option<&str>) -> CommitOutcome {
     let item = store.get_item(&job.item).await.expect("get_item").expect("item exists");
     let pos = STAGES.iter().position(|s| *s == job.stage.as_str()).unwrap_or(0);
     let mut next = item.state();
@@ -134,14 +142,35 @@ async fn commit_for(store: &dyn Store, job: &Job) -> CommitOutcome {
             None
         }
     };
+    let mut events = vec![ev];
+    let mut run_end = None;
+    let mut claim_next = None;
+    if let Some(node) = handoff {
+        let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: "/dev/null".into() };
+        let mut started = NewEvent::new(job.item.clone(), EventKind::JobStarted);
+        started.data = serde_json::json!({ "pid": 0, "pgid": 0, "log_path": run.log_path });
+        let mut finished = NewEvent::new(job.item.clone(), EventKind::JobFinished);
+        finished.data = serde_json::json!({ "exit_code": 0 });
+        events.splice(0..0, [started, finished]);
+        run_end = Some(RunEnd { run: Some(run), exit_code: Some(0), usage: None });
+        claim_next = enqueue.as_ref().map(|_| ClaimNext { node: node.to_owned(), lease_ttl: TTL });
+    }
     let commit = TransitionCommit {
         item: job.item.clone(),
         expected_version: item.version,
-        job: Some(JobFinal { id: job.id, epoch: job.epoch, status: JobStatus::Done, reason: None, verdict: None }),
+        job: Some(JobFinal {
+            id: job.id,
+            epoch: job.epoch,
+            status: JobStatus::Done,
+            reason: None,
+            verdict: None,
+            run_end,
+        }),
         next,
         cancel_active_jobs: false,
-        events: vec![ev],
+        events,
         enqueue,
+        claim_next,
     };
     store.commit_transition(commit, T0).await.expect("commit_transition")
 }
@@ -215,8 +244,54 @@ async fn bench_transitions(backend: &str, workers: usize, n: usize) -> (usize, D
             )
             .await
             .expect("finished");
-            match commit_for(&*s, &job).await {
+            match commit_for(&*s, &job, None).await {
                 CommitOutcome::Applied { .. } => Some(1),
+                other => panic!("commit: {other:?}"),
+            }
+        }
+    })
+    .await;
+    drop(store);
+    db.drop_db().await;
+    out
+}
+
+/// What a no-op stage costs the store as the engine runs it now: one write per
+/// stage. A worker claims a job when it holds none; each commit ends its job,
+/// records the run, moves the item and claims the next stage's job for the same
+/// worker, which goes straight on with it (`ClaimNext::claimed_job`, no read).
+async fn bench_handoffs(backend: &str, workers: usize, n: usize) -> (usize, Duration) {
+    let db = Db::new(backend).await;
+    let store = orch_store::open(&db.url).await.expect("open");
+    fill(&store, n.div_ceil(STAGES.len()).max(workers * 2)).await;
+    let held: Arc<Vec<std::sync::Mutex<Option<Job>>>> =
+        Arc::new((0..workers).map(|_| std::sync::Mutex::new(None)).collect());
+    let s = store.clone();
+    let out = run_workers(workers, n, move |w| {
+        let (s, held) = (s.clone(), held.clone());
+        async move {
+            let node = format!("node-{w}");
+            let mine = held[w].lock().ok().and_then(|mut h| h.take());
+            let job = match mine {
+                Some(job) => job,
+                None => match s.claim_jobs(&node, 1, T0, TTL).await.expect("claim").pop() {
+                    Some(job) => job,
+                    None => return Some(0),
+                },
+            };
+            match commit_for(&*s, &job, Some(&node)).await {
+                CommitOutcome::Applied { enqueued } => {
+                    if let Some(id) = enqueued {
+                        let pos = STAGES.iter().position(|st| *st == job.stage.as_str()).unwrap_or(0);
+                        let stage = StageName::new(STAGES[pos + 1]);
+                        let claim = ClaimNext { node: node.clone(), lease_ttl: TTL };
+                        let next = claim.claimed_job(id, &job.item, &stage, 1, T0);
+                        if let Ok(mut h) = held[w].lock() {
+                            *h = Some(next);
+                        }
+                    }
+                    Some(1)
+                }
                 other => panic!("commit: {other:?}"),
             }
         }
@@ -246,7 +321,7 @@ async fn bench_commits(backend: &str, workers: usize, n: usize) -> (usize, Durat
         async move {
             let job = queue.lock().ok().and_then(|mut q| q.pop());
             let job = job?;
-            match commit_for(&*s, &job).await {
+            match commit_for(&*s, &job, None).await {
                 CommitOutcome::Applied { .. } => Some(1),
                 other => panic!("commit: {other:?}"),
             }
@@ -421,6 +496,9 @@ async fn main() {
             }
             if wanted("transition") {
                 row(b, "stage transition (4 writes)", w, bench_transitions(b, w, n).await);
+            }
+            if wanted("handoff") {
+                row(b, "stage hand-off (1 write)", w, bench_handoffs(b, w, n).await);
             }
             if wanted("commit") {
                 row(b, "commit_transition alone", w, bench_commits(b, w, n).await);

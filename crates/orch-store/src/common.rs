@@ -632,6 +632,12 @@ pub(crate) fn validate_commit(commit: &crate::TransitionCommit) -> Result<()> {
             job.id, job.status
         )));
     }
+    if commit.claim_next.is_some() && (commit.enqueue.is_none() || commit.cancel_active_jobs) {
+        return Err(Error::Invalid(format!(
+            "transition of {}: claim_next needs a job to enqueue and no cancel_active_jobs",
+            commit.item
+        )));
+    }
     Ok(())
 }
 

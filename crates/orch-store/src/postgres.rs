@@ -564,6 +564,10 @@ impl PgStore {
     ) -> TxResult<CommitOutcome> {
         let key = commit.item.to_string();
         let job = commit.job.as_ref();
+        let end = job.and_then(|j| j.run_end.clone()).unwrap_or_default();
+        let run = end.run.as_ref();
+        // A claimed next job makes the item `running`, as a claim would.
+        let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
         let events: Vec<NewEvent> = commit
             .events
             .iter()
@@ -581,7 +585,10 @@ impl PgStore {
         let row = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
-                finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL \
+                finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL, \
+                exit_code = COALESCE($25, exit_code), usage = COALESCE($26, usage), pid = COALESCE($27, pid), \
+                pgid = COALESCE($28, pgid), proc_start = COALESCE($29, proc_start), \
+                log_path = COALESCE($30, log_path) \
                 WHERE $13 AND id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing') \
                 RETURNING id \
              ), i AS ( \
@@ -598,8 +605,13 @@ impl PgStore {
                         AS e(job, kind, from_, to_, epoch, reason, data, ord) \
                 ORDER BY e.ord RETURNING seq \
              ), nj AS ( \
-                INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
-                SELECT i.key, $22, $23, 'queued', 0, $6 FROM i WHERE $22::TEXT IS NOT NULL \
+                INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, owner, lease_expires_at, \
+                                  heartbeat_at, started_at) \
+                SELECT i.key, $22, $23, CASE WHEN $31::TEXT IS NULL THEN 'queued' ELSE 'running' END, \
+                       CASE WHEN $31::TEXT IS NULL THEN 0 ELSE 1 END, $6, $31, $32, \
+                       CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END, \
+                       CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END \
+                FROM i WHERE $22::TEXT IS NOT NULL \
                 RETURNING id, item \
              ), nq AS ( \
                 INSERT INTO events (at, item, job, kind, to_, epoch, data) \
@@ -619,7 +631,7 @@ impl PgStore {
         .bind(&key)
         .bind(commit.next.track.as_str())
         .bind(commit.next.stage.as_str())
-        .bind(commit.next.status.as_str())
+        .bind(status.as_str())
         .bind(commit.next.version)
         .bind(attempts)
         .bind(job.is_some())
@@ -634,6 +646,14 @@ impl PgStore {
         .bind(commit.enqueue.as_ref().map(|(stage, _)| stage.as_str()))
         .bind(commit.enqueue.as_ref().map_or(0, |(_, attempt)| i64::from(*attempt)))
         .bind(EventKind::JobQueued.as_str())
+        .bind(end.exit_code.map(i64::from))
+        .bind(end.usage.as_ref().map(|u| Json(json!(u))))
+        .bind(run.map(|r| i64::from(r.pid)))
+        .bind(run.map(|r| i64::from(r.pgid)))
+        .bind(run.and_then(|r| r.proc_start))
+        .bind(run.map(|r| r.log_path.as_str()))
+        .bind(commit.claim_next.as_ref().map(|c| c.node.as_str()))
+        .bind(commit.claim_next.as_ref().map(|c| now.add(c.lease_ttl).as_millis()))
         .fetch_one(&self.pool)
         .await;
         let row = match row {
@@ -755,9 +775,14 @@ impl PgStore {
 
         // 1. The committer must still own its job; ending it is the fenced write.
         if let Some(job) = &commit.job {
+            let end = job.run_end.clone().unwrap_or_default();
+            let run = end.run.as_ref();
             let done = sqlx::query(
                 "UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
-                 finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL \
+                 finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL, \
+                 exit_code = COALESCE($8, exit_code), usage = COALESCE($9, usage), pid = COALESCE($10, pid), \
+                 pgid = COALESCE($11, pgid), proc_start = COALESCE($12, proc_start), \
+                 log_path = COALESCE($13, log_path) \
                  WHERE id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing')",
             )
             .bind(job.id.0)
@@ -767,6 +792,12 @@ impl PgStore {
             .bind(job.verdict.as_ref().map(Json))
             .bind(now.as_millis())
             .bind(&key)
+            .bind(end.exit_code.map(i64::from))
+            .bind(end.usage.as_ref().map(|u| Json(json!(u))))
+            .bind(run.map(|r| i64::from(r.pid)))
+            .bind(run.map(|r| i64::from(r.pgid)))
+            .bind(run.and_then(|r| r.proc_start))
+            .bind(run.map(|r| r.log_path.as_str()))
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != 1 {
@@ -1344,7 +1375,8 @@ impl Store for PgStore {
         common::validate_commit(&commit)?;
         let attempts = common::attempts_json(&commit.next.attempts)?;
         let out = with_retry!(self, "commit_transition", self.commit_once(&commit, &attempts, now).await)?;
-        if matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
+        // A job claimed by the commit is nobody else's: no one needs waking for it.
+        if commit.claim_next.is_none() && matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
             self.wake();
         }
         Ok(out)

@@ -44,9 +44,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::common::{self, event_columns, item_select, job_columns, node_columns, pr_select};
 use crate::{
-    ActiveJob, Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId,
-    NewEvent, NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
-    ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
+    ActiveJob, Backend, ClaimNext, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter,
+    Job, JobId, NewEvent, NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest,
+    QueueStats, ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -788,16 +788,33 @@ impl W<'_> {
         Ok(())
     }
 
-    /// Inserts a queued job and returns its id with the `job.queued` event still
-    /// to be appended, so a transition can append it together with its others.
-    fn insert_job(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<(JobId, NewEvent)> {
+    /// Inserts a queued job, or with `claim` a job already claimed (see
+    /// `ClaimNext`), and returns its id with the `job.queued` event still to be
+    /// appended, so a transition can append it together with its others.
+    fn insert_job(
+        &self,
+        item: &ItemKey,
+        stage: &str,
+        attempt: u32,
+        claim: Option<&ClaimNext>,
+        now: Timestamp,
+    ) -> Result<(JobId, NewEvent)> {
+        let (owner, lease) = match claim {
+            Some(c) => (Some(c.node.as_str()), Some(now.add(c.lease_ttl).as_millis())),
+            None => (None, None),
+        };
         let id: i64 = self
             .conn
             .prepare_cached(
-                "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at) \
-                 VALUES (?1, ?2, ?3, 'queued', 0, ?4) RETURNING id",
+                "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, owner, lease_expires_at, \
+                 heartbeat_at, started_at) \
+                 VALUES (?1, ?2, ?3, CASE WHEN ?5 IS NULL THEN 'queued' ELSE 'running' END, \
+                 CASE WHEN ?5 IS NULL THEN 0 ELSE 1 END, ?4, ?5, ?6, \
+                 CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END, CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END) RETURNING id",
             )
-            .and_then(|mut s| s.query_row(params![item.to_string(), stage, attempt, now.as_millis()], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(params![item.to_string(), stage, attempt, now.as_millis(), owner, lease], |r| r.get(0))
+            })
             .map_err(|e| if is_unique_violation(&e) { common::second_active_job(item) } else { self.err(e) })?;
         let id = JobId(id);
         let mut ev = NewEvent::new(item.clone(), EventKind::JobQueued);
@@ -810,7 +827,7 @@ impl W<'_> {
 
     /// Queues a job and appends its `job.queued`; returns the new id.
     fn enqueue(&self, item: &ItemKey, stage: &str, attempt: u32, now: Timestamp) -> Result<JobId> {
-        let (id, ev) = self.insert_job(item, stage, attempt, now)?;
+        let (id, ev) = self.insert_job(item, stage, attempt, None, now)?;
         self.insert_event(&ev, now)?;
         Ok(id)
     }
@@ -1175,11 +1192,31 @@ impl W<'_> {
         // 1. The committer must still own its job; ending it is the fenced write.
         if let Some(job) = &commit.job {
             let verdict = job.verdict.as_ref().map(json_text).transpose()?;
+            let end = job.run_end.clone().unwrap_or_default();
+            let usage = end.usage.as_ref().map(|u| json_text(&json!(u))).transpose()?;
+            let run = end.run.as_ref();
             let n = self.execute(
                 "UPDATE jobs SET status = ?3, reason = COALESCE(?4, reason), verdict = COALESCE(?5, verdict), \
-                 finished_at = COALESCE(finished_at, ?6), heartbeat_at = ?6, lease_expires_at = NULL \
+                 finished_at = COALESCE(finished_at, ?6), heartbeat_at = ?6, lease_expires_at = NULL, \
+                 exit_code = COALESCE(?8, exit_code), usage = COALESCE(?9, usage), pid = COALESCE(?10, pid), \
+                 pgid = COALESCE(?11, pgid), proc_start = COALESCE(?12, proc_start), \
+                 log_path = COALESCE(?13, log_path) \
                  WHERE id = ?1 AND epoch = ?2 AND item = ?7 AND status IN ('running', 'finishing')",
-                params![job.id.0, job.epoch, job.status.as_str(), job.reason, verdict, now.as_millis(), key],
+                params![
+                    job.id.0,
+                    job.epoch,
+                    job.status.as_str(),
+                    job.reason,
+                    verdict,
+                    now.as_millis(),
+                    key,
+                    end.exit_code,
+                    usage,
+                    run.map(|r| r.pid),
+                    run.map(|r| r.pgid),
+                    run.and_then(|r| r.proc_start),
+                    run.map(|r| r.log_path.as_str())
+                ],
             )?;
             if n != 1 {
                 let owner_item: Option<String> = self.one("SELECT item FROM jobs WHERE id = ?1", params![job.id.0])?;
@@ -1194,6 +1231,8 @@ impl W<'_> {
         }
 
         // 2. The item must still be at the version the decision was made from.
+        // A claimed next job makes it `running`, as a claim would.
+        let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
         let n = self.execute(
             "UPDATE items SET track = ?3, stage = ?4, status = ?5, version = ?6, attempts = ?7, updated_at = ?8 \
              WHERE key = ?1 AND version = ?2",
@@ -1202,7 +1241,7 @@ impl W<'_> {
                 commit.expected_version,
                 commit.next.track.as_str(),
                 commit.next.stage.as_str(),
-                commit.next.status.as_str(),
+                status.as_str(),
                 commit.next.version,
                 attempts,
                 now.as_millis()
@@ -1257,7 +1296,8 @@ impl W<'_> {
         // 5. The next job.
         let enqueued = match &commit.enqueue {
             Some((stage, attempt)) => {
-                let (id, queued) = self.insert_job(&commit.item, stage.as_str(), *attempt, now)?;
+                let claim = commit.claim_next.as_ref();
+                let (id, queued) = self.insert_job(&commit.item, stage.as_str(), *attempt, claim, now)?;
                 events.push(queued);
                 Some(id)
             }
@@ -1532,10 +1572,12 @@ impl Store for SqliteStore {
 
     async fn commit_transition(&self, commit: TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
         common::validate_commit(&commit)?;
+        // A job claimed by the commit is nobody else's: no one needs waking for it.
+        let queues = commit.claim_next.is_none();
         let out = self
             .write(|r| matches!(r, Ok(CommitOutcome::Applied { .. })), move |w| w.commit_transition(&commit, now))
             .await?;
-        if matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
+        if queues && matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
             self.signal.notify_waiters();
         }
         Ok(out)

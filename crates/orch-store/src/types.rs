@@ -290,6 +290,66 @@ pub struct JobFinal {
     pub status: JobStatus,
     pub reason: Option<String>,
     pub verdict: Option<serde_json::Value>,
+    /// The run's start and end, when this commit records them itself instead of
+    /// `record_started` / `record_finished` (see `RunEnd`).
+    pub run_end: Option<RunEnd>,
+}
+
+/// What `record_started` and `record_finished` would have stamped on the job row,
+/// carried by the transition that ends the job instead: a stage with nothing to
+/// do between its agent's exit and its transition (no gates, no merge) then
+/// costs one durable write, not three. Only the row's fields go here; the
+/// `job.started` / `job.finished` events are the caller's, in `events`, so the
+/// event log is the same either way. A `None` keeps what the row has.
+#[derive(Clone, Debug, Default)]
+pub struct RunEnd {
+    /// The agent process (pid 0 for a stage that runs none), when the commit also
+    /// stands for `record_started`.
+    pub run: Option<RunInfo>,
+    pub exit_code: Option<i32>,
+    pub usage: Option<orch_core::Usage>,
+}
+
+/// Claims the job a transition enqueues for `node` in the same transaction: the
+/// node that ends a job has the slot it frees, so the item's next stage starts
+/// without waiting for a claim (one write fewer per stage, and no poll between
+/// stages). The job is inserted as a claim would leave it: `running`, owned by
+/// `node`, epoch 1, `lease_expires_at = now + lease_ttl`, `heartbeat_at =
+/// started_at = queued_at = now`; its `job.queued` event is appended all the
+/// same, and the item's status becomes `running`.
+#[derive(Clone, Debug)]
+pub struct ClaimNext {
+    pub node: String,
+    pub lease_ttl: std::time::Duration,
+}
+
+impl ClaimNext {
+    /// The job `commit_transition` stored for this claim, exactly as `get_job`
+    /// would return it, so the claimer needs no read to start it.
+    pub fn claimed_job(&self, id: JobId, item: &ItemKey, stage: &StageName, attempt: u32, now: Timestamp) -> Job {
+        Job {
+            id,
+            item: item.clone(),
+            stage: stage.clone(),
+            attempt,
+            status: JobStatus::Running,
+            owner: Some(self.node.clone()),
+            epoch: 1,
+            lease_expires_at: Some(now.add(self.lease_ttl)),
+            heartbeat_at: Some(now),
+            pid: None,
+            pgid: None,
+            proc_start: None,
+            queued_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            verdict: None,
+            log_path: None,
+            usage: None,
+        }
+    }
 }
 
 /// One transition, committed atomically by `Store::commit_transition`:
@@ -300,7 +360,8 @@ pub struct JobFinal {
 /// 3. if `cancel_active_jobs`, every other not-ended job of the item is cancelled
 ///    and its epoch bumped (operator actions), with `job.cancelled` events;
 /// 4. `events` are appended (item, job and epoch filled in);
-/// 5. if `enqueue` is set, a job is queued for `(stage, attempt)` with `job.queued`.
+/// 5. if `enqueue` is set, a job is queued for `(stage, attempt)` with `job.queued`,
+///    and with `claim_next` it is claimed at once (see `ClaimNext`).
 #[derive(Clone, Debug)]
 pub struct TransitionCommit {
     pub item: ItemKey,
@@ -310,6 +371,8 @@ pub struct TransitionCommit {
     pub cancel_active_jobs: bool,
     pub events: Vec<NewEvent>,
     pub enqueue: Option<(StageName, u32)>,
+    /// Needs `enqueue`; not with `cancel_active_jobs` (operator actions claim nothing).
+    pub claim_next: Option<ClaimNext>,
 }
 
 /// What `commit_transition` did.

@@ -10,6 +10,7 @@
 mod bad_input;
 mod durability;
 mod event_stream;
+mod handoff;
 mod migrations;
 mod nodes;
 mod pg_only;
@@ -83,6 +84,11 @@ conformance! {
     find_pr_by_branch_finds_the_items_pr => crate::vcs::find_pr_by_branch_finds_the_items_pr,
     gate_results_keep_their_sha => crate::vcs::gate_results_keep_their_sha,
     concurrent_checks_are_all_kept => crate::vcs::concurrent_checks_are_all_kept,
+    one_write_handoff_records_the_run_and_claims_the_next_job =>
+        crate::handoff::one_write_handoff_records_the_run_and_claims_the_next_job,
+    fenced_or_conflicting_handoff_writes_nothing => crate::handoff::fenced_or_conflicting_handoff_writes_nothing,
+    handoff_without_claim_queues_and_bad_claims_are_refused =>
+        crate::handoff::handoff_without_claim_queues_and_bad_claims_are_refused,
     usage_is_recorded_with_the_exit_and_fenced => crate::usage::usage_is_recorded_with_the_exit_and_fenced,
     acknowledged_items_survive_kill_9 => crate::durability::acknowledged_items_survive_kill_9,
     newer_schema_is_refused => crate::bad_input::newer_schema_is_refused,

@@ -32,7 +32,7 @@ fn gate(name: &str, passed: bool) -> GateResult {
 }
 
 /// The transition that advances `key` from `development` to `testing`, ending `job`.
-fn advance(key: &ItemKey, version: i64, job: Option<(JobId, i64)>) -> TransitionCommit {
+pub(crate) fn advance(key: &ItemKey, version: i64, job: Option<(JobId, i64)>) -> TransitionCommit {
     let mut next = ItemState::new(TrackName::new("quick"), StageName::new("testing"));
     next.attempts.insert(StageName::new("development"), 1);
     next.version = version + 1;
@@ -49,11 +49,13 @@ fn advance(key: &ItemKey, version: i64, job: Option<(JobId, i64)>) -> Transition
             status: JobStatus::Done,
             reason: None,
             verdict: Some(json!({ "verdict": "pass", "summary": "ok" })),
+            run_end: None,
         }),
         next,
         cancel_active_jobs: false,
         events: vec![ev],
         enqueue: Some((StageName::new("testing"), 1)),
+        claim_next: None,
     }
 }
 
@@ -70,6 +72,7 @@ fn cancel(key: &ItemKey, version: i64) -> TransitionCommit {
         cancel_active_jobs: true,
         events: vec![NewEvent::new(key.clone(), EventKind::ItemCancelled)],
         enqueue: None,
+        claim_next: None,
     }
 }
 
@@ -87,7 +90,7 @@ fn key(s: &str) -> ItemKey {
     s.parse().unwrap()
 }
 
-fn kinds(events: &[orch_store::Event]) -> Vec<&str> {
+pub(crate) fn kinds(events: &[orch_store::Event]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 

@@ -123,11 +123,19 @@ pub(crate) async fn record_push_is_fenced_by_epoch(db: &TestDb) {
     let done = TransitionCommit {
         item: item.key.clone(),
         expected_version: item.version,
-        job: Some(JobFinal { id: job.id, epoch: 2, status: JobStatus::Done, reason: None, verdict: None }),
+        job: Some(JobFinal {
+            id: job.id,
+            epoch: 2,
+            status: JobStatus::Done,
+            reason: None,
+            verdict: None,
+            run_end: None,
+        }),
         next,
         cancel_active_jobs: false,
         events: vec![NewEvent::new(item.key.clone(), EventKind::ItemDone)],
         enqueue: None,
+        claim_next: None,
     };
     assert_eq!(store.commit_transition(done, at(34_000)).await.unwrap(), CommitOutcome::Applied { enqueued: None });
     let item_done = store.get_item(&item.key).await.unwrap();
