@@ -5,7 +5,9 @@
 
 use orch_core::config::VerdictSource;
 use orch_core::{EventKind, JobOutcome, JobStatus, Outcome, StageResult, Verdict, VerdictValue, decide};
-use orch_store::{CommitOutcome, Job, JobFinal, NewEvent};
+use orch_store::{
+    ClaimNext, CommitOutcome, ExitInfo, Item, Job, JobFinal, NewEvent, RunEnd, RunInfo, TransitionCommit,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -92,6 +94,99 @@ pub(crate) async fn commit(
             Err(AfterRun::Infra(reason) | AfterRun::Contained(reason)) => result = StageResult::Errored { reason },
         }
     }
+    let commit = transition(ctx, job, &item, result, escalate, verdict);
+    apply(ctx, job, commit, ctx.now()).await.map(|_| ())
+}
+
+/// Ends a run whose stage has nothing to do between the agent's exit and the
+/// transition (its result needs no gate and no merge) in one store write: the
+/// transition also records the run (`record_started` for a stage that runs no
+/// process, `record_finished`) and, unless the node is stopping, claims the
+/// item's next job for this node, which starts at once in the slot this one
+/// frees. `item` is the row read when the job started; a stale one is a version
+/// conflict, as in `commit`. Returns the exit and run back, untouched, when the
+/// stage does need the separate writes (gates, a merge), so the caller records
+/// them and finalizes as usual.
+pub(crate) async fn direct(
+    ctx: &std::sync::Arc<Ctx>,
+    job: &Job,
+    item: &Item,
+    exit: ExitInfo,
+    started: Option<RunInfo>,
+) -> Result<Option<(ExitInfo, Option<RunInfo>)>, Error> {
+    // The job as `record_finished` would have left it, for judging.
+    let mut ended = job.clone();
+    ended.exit_code = exit.exit_code;
+    ended.reason.clone_from(&exit.reason);
+    ended.verdict = exit.verdict.clone().or(ended.verdict);
+    let judged = judge(ctx, &ended);
+    if judged.result == StageResult::Passed
+        && (edge_has_gates(ctx, job, item) || finishes_item(ctx, job, item, judged.escalate))
+    {
+        return Ok(Some((exit, started)));
+    }
+    ctx.metrics.finalizer_started();
+    let r = direct_commit(ctx, job, item, judged, exit, started).await;
+    ctx.metrics.finalizer_ended();
+    r.map(|()| None)
+}
+
+async fn direct_commit(
+    ctx: &std::sync::Arc<Ctx>,
+    job: &Job,
+    item: &Item,
+    judged: Judged,
+    exit: ExitInfo,
+    started: Option<RunInfo>,
+) -> Result<(), Error> {
+    let mut commit = transition(ctx, job, item, judged.result, judged.escalate, judged.verdict);
+    let mut run_events = Vec::with_capacity(2);
+    if let Some(run) = &started {
+        run_events.push(NewEvent::job_started(job.item.clone(), job.id, job.epoch, run));
+    }
+    run_events.push(NewEvent::job_finished(job.item.clone(), job.id, job.epoch, &exit));
+    commit.events.splice(0..0, run_events);
+    if let Some(end) = commit.job.as_mut() {
+        // What the row would hold after `record_finished` and then the commit.
+        end.reason = end.reason.take().or(exit.reason);
+        end.verdict = end.verdict.take().or(exit.verdict);
+        end.run_end = Some(RunEnd { run: started, exit_code: exit.exit_code, usage: exit.usage });
+    }
+    let claim = match (&commit.enqueue, ctx.stopping.is_cancelled()) {
+        (Some(next), false) => {
+            Some((ClaimNext { node: ctx.opts.node_id.clone(), lease_ttl: ctx.config.reaper.lease_ttl() }, next.clone()))
+        }
+        _ => None,
+    };
+    commit.claim_next = claim.as_ref().map(|(c, _)| c.clone());
+    let sent = tokio::time::Instant::now();
+    let now = ctx.now();
+    if let (Some(id), Some((claim, (stage, attempt)))) = (apply(ctx, job, commit, now).await?, claim) {
+        // The lease of the job just claimed runs from the moment the request left.
+        ctx.lease.claimed(sent);
+        ctx.metrics.handoff_claimed();
+        let next = claim.claimed_job(id, &job.item, &stage, attempt, now);
+        info!(item = %next.item, job = %next.id, epoch = next.epoch, stage = %next.stage, "job.claimed with the transition");
+        ctx.start_job(next);
+    }
+    Ok(())
+}
+
+/// Whether the gates of the edge `job`'s stage leaves by on a pass are not empty.
+fn edge_has_gates(ctx: &Ctx, job: &Job, item: &Item) -> bool {
+    ctx.config.exit(&item.track, &job.stage).and_then(|exit| exit.edge).is_some_and(|edge| !edge.gates.is_empty())
+}
+
+/// The store commit for `result`: `decide` on the item as read, the job ending
+/// accordingly; an outcome that no longer applies ends the job only.
+fn transition(
+    ctx: &Ctx,
+    job: &Job,
+    item: &Item,
+    result: StageResult,
+    escalate: bool,
+    verdict: Option<serde_json::Value>,
+) -> TransitionCommit {
     let (status, reason) = match &result {
         StageResult::Passed => (JobStatus::Done, None),
         StageResult::Rejected { reason }
@@ -101,7 +196,7 @@ pub(crate) async fn commit(
     };
     let final_ = JobFinal { id: job.id, epoch: job.epoch, status, reason: reason.clone(), verdict, run_end: None };
     let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result, escalate });
-    let commit = match decide(&item.state(), &ctx.config, &outcome) {
+    match decide(&item.state(), &ctx.config, &outcome) {
         Ok(t) => {
             info!(item = %job.item, job = %job.id, epoch = job.epoch, decision = ?t.decision, "transition");
             events::job_commit(&job.item, &item.stage, item.version, &t, final_)
@@ -131,7 +226,7 @@ pub(crate) async fn commit(
                 b.data = json!({ "track": item.track.as_str(), "status": "blocked" });
                 events.push(b);
             }
-            orch_store::TransitionCommit {
+            TransitionCommit {
                 item: job.item.clone(),
                 expected_version: item.version,
                 job: Some(JobFinal { status: JobStatus::Failed, reason: events[0].reason.clone(), ..final_ }),
@@ -142,14 +237,29 @@ pub(crate) async fn commit(
                 claim_next: None,
             }
         }
-    };
-    let kind = commit.events.first().map_or("none", |e| e.kind.as_str());
-    match ctx.within_lease(ctx.store.commit_transition(commit, ctx.now())).await? {
-        CommitOutcome::Applied { .. } => {
+    }
+}
+
+/// Sends `commit` at `now` under the lease; the id of the job it enqueued when
+/// applied. Fenced out is recorded and ends the caller's work (`Ok(None)`); a
+/// version conflict under a live epoch is an integrity breach.
+async fn apply(
+    ctx: &Ctx,
+    job: &Job,
+    commit: TransitionCommit,
+    now: orch_core::Timestamp,
+) -> Result<Option<orch_store::JobId>, Error> {
+    let kind = commit
+        .events
+        .iter()
+        .find(|e| e.kind.is_transition() || e.kind == EventKind::JobFailed)
+        .map_or("none", |e| e.kind.as_str());
+    match ctx.within_lease(ctx.store.commit_transition(commit, now)).await? {
+        CommitOutcome::Applied { enqueued } => {
             ctx.metrics.transitioned(kind);
-            Ok(())
+            Ok(enqueued)
         }
-        CommitOutcome::FencedOut => fenced_out(ctx, job, "commit", None).await,
+        CommitOutcome::FencedOut => fenced_out(ctx, job, "commit", None).await.map(|()| None),
         CommitOutcome::Conflict => {
             // Same epoch, different version: someone changed the item without
             // fencing this job. That breaks I2's premise; stop loudly.
@@ -160,7 +270,7 @@ pub(crate) async fn commit(
 }
 
 /// Whether a passing `job` would finish its item (its stage's exit is `done`).
-fn finishes_item(ctx: &Ctx, job: &Job, item: &orch_store::Item, escalate: bool) -> bool {
+fn finishes_item(ctx: &Ctx, job: &Job, item: &Item, escalate: bool) -> bool {
     let outcome = Outcome::Job(JobOutcome { stage: job.stage.clone(), result: StageResult::Passed, escalate });
     matches!(decide(&item.state(), &ctx.config, &outcome), Ok(t) if matches!(t.decision, orch_core::Decision::Done { .. }))
 }

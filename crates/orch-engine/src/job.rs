@@ -49,10 +49,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
     let workdir = tree.wt.path.clone();
 
     let exit = if agent.adapter == AdapterKind::None {
-        // A stage that is all checks: no process, straight to its gates.
+        // A stage that is all checks: no process, straight to its gates, or with
+        // none, to its transition, which records the start too.
         let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: log_path.display().to_string() };
-        owner_write(ctx, job, "record_started", ctx.store.record_started(id, epoch, run, ctx.now())).await?;
-        ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None }
+        let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None };
+        return end_run(ctx, job, lost, &item, exit, Some(run)).await;
     } else {
         let verdict_path = ctx.layout.verdict_file(id);
         let prompt_path = ctx.layout.prompt_file(id);
@@ -200,12 +201,48 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
             }
         }
     };
-    finish(ctx, job, lost, exit).await
+    end_run(ctx, job, lost, &item, exit, None).await
 }
 
-/// Records how the run ended and hands over to the finalizer, still holding the lease.
+/// Ends the run: in one write with its transition when the stage allows it
+/// (`finalize::direct`), else by recording it and finalizing. `started` is the
+/// run `record_started` has not recorded yet (a stage that runs no process).
+async fn end_run(
+    ctx: &Arc<Ctx>,
+    job: &Job,
+    lost: &CancellationToken,
+    item: &orch_store::Item,
+    exit: ExitInfo,
+    started: Option<RunInfo>,
+) -> Result<(), Error> {
+    info!(item = %job.item, job = %job.id, epoch = job.epoch, exit = ?exit.exit_code, reason = ?exit.reason, "job.finished");
+    // A lost lease or a shutdown is the finalizer's to handle, on the usual path.
+    let (exit, started) = if lost.is_cancelled() {
+        (exit, started)
+    } else {
+        match finalize::direct(ctx, job, item, exit, started).await? {
+            Some(back) => back,
+            None => return Ok(()),
+        }
+    };
+    if let Some(run) = started {
+        let call = ctx.store.record_started(job.id, job.epoch, run, ctx.now());
+        if !owner_write(ctx, job, "record_started", call).await? {
+            return Ok(());
+        }
+    }
+    record_and_finalize(ctx, job, lost, exit).await
+}
+
+/// Records how the run ended and hands over to the finalizer, still holding the
+/// lease (a run that ended before its worktree or item could be had).
 async fn finish(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken, exit: ExitInfo) -> Result<(), Error> {
     info!(item = %job.item, job = %job.id, epoch = job.epoch, exit = ?exit.exit_code, reason = ?exit.reason, "job.finished");
+    record_and_finalize(ctx, job, lost, exit).await
+}
+
+/// `record_finished`, then the finalizer on the job as the store has it.
+async fn record_and_finalize(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken, exit: ExitInfo) -> Result<(), Error> {
     let call = ctx.store.record_finished(job.id, job.epoch, exit, ctx.now());
     if !owner_write(ctx, job, "record_finished", call).await? {
         return Ok(());

@@ -24,6 +24,7 @@ pub struct Metrics {
     last_pass_at_ms: AtomicI64,
     self_fenced_total: AtomicU64,
     start_retries_total: AtomicU64,
+    handoff_claims_total: AtomicU64,
 }
 
 /// Which reaper tier acted.
@@ -61,6 +62,9 @@ pub struct MetricsSnapshot {
     pub self_fenced_total: u64,
     /// Process starts retried after an infrastructure failure.
     pub start_retries_total: u64,
+    /// Jobs this node claimed in the same write as the transition that queued
+    /// them (the one-write hand-off), not through the scheduler.
+    pub handoff_claims_total: u64,
 }
 
 /// The names the node's events are exported under (Prometheus text format), one
@@ -80,6 +84,8 @@ pub mod names {
     pub const SELF_FENCED: &str = "orch_self_fenced_total";
     /// Counter: process starts retried after an infrastructure failure.
     pub const START_RETRIES: &str = "orch_start_retries_total";
+    /// Counter: jobs claimed by the transition that queued them (one-write hand-off).
+    pub const HANDOFF_CLAIMS: &str = "orch_handoff_claims_total";
     /// Histogram, label `gate`: how long each gate ran.
     pub const GATE_DURATION: &str = "orch_gate_duration_seconds";
     /// Histogram, label `stage`: how long each agent process ran.
@@ -132,6 +138,11 @@ impl Metrics {
         self.start_retries_total.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::START_RETRIES).increment(1);
     }
+    /// A job claimed by the transition that queued it.
+    pub fn handoff_claimed(&self) {
+        self.handoff_claims_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::HANDOFF_CLAIMS).increment(1);
+    }
     /// A gate ran (or failed to start) for `duration`.
     pub fn gate_ran(&self, gate: &str, duration: std::time::Duration) {
         metrics::histogram!(names::GATE_DURATION, "gate" => gate.to_owned()).record(duration.as_secs_f64());
@@ -174,6 +185,7 @@ impl Metrics {
             last_pass_at_ms: self.last_pass_at_ms.load(Ordering::Relaxed),
             self_fenced_total: self.self_fenced_total.load(Ordering::Relaxed),
             start_retries_total: self.start_retries_total.load(Ordering::Relaxed),
+            handoff_claims_total: self.handoff_claims_total.load(Ordering::Relaxed),
         }
     }
 }

@@ -63,6 +63,10 @@ async fn quick_track_happy_path_reaches_done_with_events_in_order(backend: Backe
     assert!(jobs.iter().all(|j| j.status == JobStatus::Done && j.exit_code == Some(0)));
     let log = std::fs::read_to_string(jobs[1].log_path.as_ref().unwrap()).unwrap();
     assert!(log.contains(&format!("tester working on {key}")), "{log}");
+    // No stage but the last has gates or a merge: each hands its item's next
+    // job to this node in the write that ends it (two items, three each).
+    assert_eq!(node.metrics().handoff_claims_total, 6);
+    assert!(jobs.iter().all(|j| j.owner.as_deref() == Some("node-a") && j.pid.is_some()), "{jobs:?}");
 
     node.shutdown_token().cancel();
     run.await.unwrap();
@@ -93,6 +97,9 @@ async fn gate_failure_rolls_back_to_on_fail_then_second_attempt_passes(backend: 
     assert!(reason.contains("retest") && reason.contains("2 tests failed"), "{reason}");
     let gates: Vec<&str> = events.iter().filter(|e| e.kind.starts_with("gate.")).map(|e| e.kind.as_str()).collect();
     assert_eq!(gates, ["gate.failed", "gate.passed"]);
+    // Development (twice) and deploy-staging hand off in one write; testing has
+    // a gate and deploy merges, so those record their finish first.
+    assert_eq!(node.metrics().handoff_claims_total, 3);
 
     node.shutdown_token().cancel();
     run.await.unwrap();

@@ -69,6 +69,10 @@ fn describe() {
     metrics::describe_counter!(names::FENCED_OUT, "Owner writes refused because another owner holds a newer epoch.");
     metrics::describe_counter!(names::SELF_FENCED, "Jobs killed because this node could not renew its lease.");
     metrics::describe_counter!(names::START_RETRIES, "Agent or gate starts retried after an infrastructure failure.");
+    metrics::describe_counter!(
+        names::HANDOFF_CLAIMS,
+        "Jobs this process claimed in the same write as the transition that queued them."
+    );
     metrics::describe_gauge!(names::FINALIZER_OWNED, "Finalizations this process runs now.");
     metrics::describe_counter!(names::AGENT_TOKENS, "Tokens agent runs reported, by stage and kind.");
     metrics::describe_counter!(names::AGENT_TURNS, "Model turns agent runs reported, by stage.");
@@ -85,7 +89,9 @@ fn describe() {
     for tier in ["tier1", "tier2", "tier3"] {
         metrics::counter!(names::REAPED, "tier" => tier).increment(0);
     }
-    for name in [names::FINALIZER_DEFERS, names::FENCED_OUT, names::SELF_FENCED, names::START_RETRIES] {
+    for name in
+        [names::FINALIZER_DEFERS, names::FENCED_OUT, names::SELF_FENCED, names::START_RETRIES, names::HANDOFF_CLAIMS]
+    {
         metrics::counter!(name).increment(0);
     }
 }

@@ -147,10 +147,9 @@ async fn commit_for(store: &dyn Store, job: &Job, handoff: Option<&str>) -> Comm
     let mut claim_next = None;
     if let Some(node) = handoff {
         let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: "/dev/null".into() };
-        let mut started = NewEvent::new(job.item.clone(), EventKind::JobStarted);
-        started.data = serde_json::json!({ "pid": 0, "pgid": 0, "log_path": run.log_path });
-        let mut finished = NewEvent::new(job.item.clone(), EventKind::JobFinished);
-        finished.data = serde_json::json!({ "exit_code": 0 });
+        let exit = ExitInfo { exit_code: Some(0), ..ExitInfo::default() };
+        let started = NewEvent::job_started(job.item.clone(), job.id, job.epoch, &run);
+        let finished = NewEvent::job_finished(job.item.clone(), job.id, job.epoch, &exit);
         events.splice(0..0, [started, finished]);
         run_end = Some(RunEnd { run: Some(run), exit_code: Some(0), usage: None });
         claim_next = enqueue.as_ref().map(|_| ClaimNext { node: node.to_owned(), lease_ttl: TTL });

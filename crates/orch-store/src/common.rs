@@ -183,6 +183,16 @@ pub(crate) fn transition_data(data: &Value, expected_version: i64) -> Value {
     }
 }
 
+/// The data of `job.started`, on every backend and in `NewEvent::job_started`.
+pub(crate) fn started_data(run: &crate::RunInfo) -> Value {
+    serde_json::json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path })
+}
+
+/// The data of `job.finished` (see `started_data`).
+pub(crate) fn finished_data(exit: &crate::ExitInfo) -> Value {
+    serde_json::json!({ "exit_code": exit.exit_code })
+}
+
 /// The data an event carries: for a transition, the caller's data with the
 /// pre-transition version merged in; otherwise the caller's data as given.
 pub(crate) fn event_data(kind: EventKind, data: &Value, expected_version: Option<i64>) -> Value {

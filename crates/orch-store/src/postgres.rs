@@ -1218,7 +1218,7 @@ impl Store for PgStore {
     }
 
     async fn record_started(&self, job: JobId, epoch: i64, run: RunInfo, now: Timestamp) -> Result<()> {
-        let data = json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path });
+        let data = common::started_data(&run);
         let q = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET pid = $7, pgid = $8, proc_start = $9, log_path = $10, heartbeat_at = $3 \
@@ -1252,8 +1252,8 @@ impl Store for PgStore {
         .bind(epoch)
         .bind(now.as_millis())
         .bind(EventKind::JobFinished.as_str())
-        .bind(exit.reason)
-        .bind(Json(json!({ "exit_code": exit.exit_code })))
+        .bind(exit.reason.clone())
+        .bind(Json(common::finished_data(&exit)))
         .bind(exit.exit_code.map(i64::from))
         .bind(exit.verdict.map(Json))
         .bind(exit.usage.map(|u| Json(json!(u))));

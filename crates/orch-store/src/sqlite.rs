@@ -991,9 +991,7 @@ impl W<'_> {
              WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
             params![job.0, epoch, run.pid, run.pgid, run.proc_start, run.log_path, now.as_millis()],
         )?;
-        let mut ev = NewEvent::new(item, EventKind::JobStarted);
-        ev.data = json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path });
-        self.owner_event(ev, job, epoch, now)
+        self.insert_event(&NewEvent::job_started(item, job, epoch, run), now)
     }
 
     fn record_finished(&self, job: JobId, epoch: i64, exit: &ExitInfo, now: Timestamp) -> Result<()> {
@@ -1007,10 +1005,7 @@ impl W<'_> {
              WHERE id = ?1 AND epoch = ?2 AND status = 'running' RETURNING item",
             params![job.0, epoch, now.as_millis(), exit.exit_code, exit.reason, verdict, usage],
         )?;
-        let mut ev = NewEvent::new(item, EventKind::JobFinished);
-        ev.reason = exit.reason.clone();
-        ev.data = json!({ "exit_code": exit.exit_code });
-        self.owner_event(ev, job, epoch, now)
+        self.insert_event(&NewEvent::job_finished(item, job, epoch, exit), now)
     }
 
     fn record_gate_result(&self, job: JobId, epoch: i64, result: &GateResult, now: Timestamp) -> Result<()> {

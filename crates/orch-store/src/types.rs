@@ -404,6 +404,26 @@ impl NewEvent {
     pub fn new(item: ItemKey, kind: EventKind) -> Self {
         Self { item, job: None, kind, from: None, to: None, epoch: None, reason: None, data: serde_json::Value::Null }
     }
+
+    /// `job.started` as `record_started` appends it, so a transition that records
+    /// the run itself (`RunEnd`) appends the same event.
+    pub fn job_started(item: ItemKey, job: JobId, epoch: i64, run: &RunInfo) -> Self {
+        let mut ev = Self::new(item, EventKind::JobStarted);
+        ev.job = Some(job);
+        ev.epoch = Some(epoch);
+        ev.data = crate::common::started_data(run);
+        ev
+    }
+
+    /// `job.finished` as `record_finished` appends it (see `job_started`).
+    pub fn job_finished(item: ItemKey, job: JobId, epoch: i64, exit: &ExitInfo) -> Self {
+        let mut ev = Self::new(item, EventKind::JobFinished);
+        ev.job = Some(job);
+        ev.epoch = Some(epoch);
+        ev.reason = exit.reason.clone();
+        ev.data = crate::common::finished_data(exit);
+        ev
+    }
 }
 
 /// One row of the append-only audit log.

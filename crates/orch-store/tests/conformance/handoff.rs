@@ -2,8 +2,8 @@
 //! job's run (`RunEnd`) and claims the next stage's job for the committer
 //! (`ClaimNext`) writes exactly what the separate calls would have, or nothing.
 
-use orch_core::{EventKind, ItemStatus, JobStatus, StageName, Usage};
-use orch_store::{ClaimNext, CommitOutcome, Error, NewEvent, RunEnd, TakeOver, TransitionCommit};
+use orch_core::{ItemStatus, JobStatus, StageName, Usage};
+use orch_store::{ClaimNext, CommitOutcome, Error, ExitInfo, NewEvent, RunEnd, TakeOver, TransitionCommit};
 use serde_json::json;
 
 use crate::specs::{advance, claimed, kinds, run_info};
@@ -22,10 +22,9 @@ const USAGE: Usage = Usage {
 /// `record_started` and `record_finished`, claiming `testing` for `node`.
 fn handoff(job: &orch_store::Job, version: i64, node: Option<&str>) -> TransitionCommit {
     let mut commit = advance(&job.item, version, Some((job.id, 1)));
-    let mut started = NewEvent::new(job.item.clone(), EventKind::JobStarted);
-    started.data = json!({ "pid": 7, "pgid": 7, "log_path": "/tmp/log-7" });
-    let mut finished = NewEvent::new(job.item.clone(), EventKind::JobFinished);
-    finished.data = json!({ "exit_code": 0 });
+    let exit = ExitInfo { exit_code: Some(0), ..ExitInfo::default() };
+    let started = NewEvent::job_started(job.item.clone(), job.id, 1, &run_info(7));
+    let finished = NewEvent::job_finished(job.item.clone(), job.id, 1, &exit);
     commit.events.splice(0..0, [started, finished]);
     if let Some(final_) = commit.job.as_mut() {
         final_.run_end = Some(RunEnd { run: Some(run_info(7)), exit_code: Some(0), usage: Some(USAGE) });
@@ -61,8 +60,10 @@ pub(crate) async fn one_write_handoff_records_the_run_and_claims_the_next_job(db
         kinds(&events),
         ["item.created", "job.queued", "job.started", "job.finished", "item.advanced", "job.queued"]
     );
-    let (started, queued) = (&events[2], &events[5]);
+    let (started, finished, queued) = (&events[2], &events[3], &events[5]);
     assert_eq!((started.job, started.epoch), (Some(job.id), Some(1)));
+    assert_eq!(started.data, json!({ "pid": 7, "pgid": 7, "log_path": "/tmp/log-7" }), "as record_started writes it");
+    assert_eq!((finished.job, finished.data.clone()), (Some(job.id), json!({ "exit_code": 0 })));
     assert_eq!((queued.job, queued.epoch, queued.to.as_deref()), (Some(next), Some(0), Some("testing")));
 
     assert!(store.claim_jobs("b", 10, at(3), TTL).await.unwrap().is_empty(), "a claimed job is nobody else's");
