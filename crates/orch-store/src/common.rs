@@ -183,6 +183,59 @@ pub(crate) fn transition_data(data: &Value, expected_version: i64) -> Value {
     }
 }
 
+/// The events a transition appends from the caller's list: each owned by the
+/// transition's item and, where unset, its job and epoch, with the
+/// pre-transition version merged into transition events' data. One copy for
+/// every backend and path, so the log is the same whichever wrote it.
+pub(crate) fn commit_events(commit: &crate::TransitionCommit) -> Vec<crate::NewEvent> {
+    let job = commit.job.as_ref();
+    commit
+        .events
+        .iter()
+        .map(|ev| crate::NewEvent {
+            item: commit.item.clone(),
+            job: ev.job.or(job.map(|j| j.id)),
+            kind: ev.kind,
+            from: ev.from.clone(),
+            to: ev.to.clone(),
+            epoch: ev.epoch.or(job.map(|j| j.epoch)),
+            reason: ev.reason.clone(),
+            data: event_data(ev.kind, &ev.data, Some(commit.expected_version)),
+        })
+        .collect()
+}
+
+/// Why an operator's transition cancelled the jobs in flight (`job.cancelled`).
+pub(crate) fn cancel_reason(commit: &crate::TransitionCommit) -> String {
+    format!("cancelled by the transition of {} from version {}", commit.item, commit.expected_version)
+}
+
+/// What a transition whose job row did not match means, from the item that
+/// job id belongs to (`None`: no such job): the job ended or moved on to
+/// another epoch (fenced out), or the request named a job that is not there.
+pub(crate) fn job_miss(
+    commit: &crate::TransitionCommit,
+    job: crate::JobId,
+    owner_item: Option<String>,
+) -> Result<crate::CommitOutcome> {
+    let key = commit.item.to_string();
+    match owner_item {
+        None => Err(Error::NotFound { what: format!("job {job}") }),
+        Some(other) if other != key => Err(Error::Invalid(format!("job {job} belongs to {other}, not {key}"))),
+        Some(_) => Ok(crate::CommitOutcome::FencedOut),
+    }
+}
+
+/// What a transition whose item row did not match means: the item is at
+/// another version (a conflict), or there is no such item.
+pub(crate) fn item_miss(commit: &crate::TransitionCommit, exists: bool) -> Result<crate::CommitOutcome> {
+    if exists {
+        Ok(crate::CommitOutcome::Conflict)
+    } else {
+        Err(Error::NotFound { what: format!("item {}", commit.item) })
+    }
+}
+
 /// The data of `job.started`, on every backend and in `NewEvent::job_started`.
 pub(crate) fn started_data(run: &crate::RunInfo) -> Value {
     serde_json::json!({ "pid": run.pid, "pgid": run.pgid, "log_path": run.log_path })

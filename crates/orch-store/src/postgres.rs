@@ -568,20 +568,7 @@ impl PgStore {
         let run = end.run.as_ref();
         // A claimed next job makes the item `running`, as a claim would.
         let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
-        let events: Vec<NewEvent> = commit
-            .events
-            .iter()
-            .map(|ev| NewEvent {
-                item: commit.item.clone(),
-                job: ev.job.or(job.map(|j| j.id)),
-                kind: ev.kind,
-                from: ev.from.clone(),
-                to: ev.to.clone(),
-                epoch: ev.epoch.or(job.map(|j| j.epoch)),
-                reason: ev.reason.clone(),
-                data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
-            })
-            .collect();
+        let events = common::commit_events(commit);
         let row = sqlx::query(
             "WITH j AS ( \
                 UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
@@ -675,13 +662,7 @@ impl PgStore {
                 .bind(job.id.0)
                 .fetch_optional(&self.pool)
                 .await?;
-            return match owner_item {
-                None => Err(Error::NotFound { what: format!("job {}", job.id) }.into()),
-                Some(other) if other != key => {
-                    Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)).into())
-                }
-                Some(_) => Ok(CommitOutcome::FencedOut),
-            };
+            return Ok(common::job_miss(commit, job.id, owner_item)?);
         }
         if item_rows != 1 {
             let exists = sqlx::query("SELECT 1 FROM items WHERE key = $1")
@@ -689,11 +670,7 @@ impl PgStore {
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some();
-            return if exists {
-                Ok(CommitOutcome::Conflict)
-            } else {
-                Err(Error::NotFound { what: format!("item {key}") }.into())
-            };
+            return Ok(common::item_miss(commit, exists)?);
         }
         let enqueued: Option<i64> = row.try_get("enqueued")?;
         Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
@@ -806,13 +783,7 @@ impl PgStore {
                     .fetch_optional(&mut *tx)
                     .await?;
                 tx.rollback().await?;
-                return match owner_item {
-                    None => Err(Error::NotFound { what: format!("job {}", job.id) }.into()),
-                    Some(other) if other != key => {
-                        Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)).into())
-                    }
-                    Some(_) => Ok(CommitOutcome::FencedOut),
-                };
+                return Ok(common::job_miss(commit, job.id, owner_item)?);
             }
         }
 
@@ -847,16 +818,12 @@ impl PgStore {
             let exists =
                 sqlx::query("SELECT 1 FROM items WHERE key = $1").bind(&key).fetch_optional(&mut *tx).await?.is_some();
             tx.rollback().await?;
-            return if exists {
-                Ok(CommitOutcome::Conflict)
-            } else {
-                Err(Error::NotFound { what: format!("item {key}") }.into())
-            };
+            return Ok(common::item_miss(commit, exists)?);
         }
 
         // 3. Operator actions end whatever else is in flight, fencing its owner.
         if commit.cancel_active_jobs {
-            let reason = format!("cancelled by the transition of {key} from version {}", commit.expected_version);
+            let reason = common::cancel_reason(commit);
             let cancelled = sqlx::query(
                 "UPDATE jobs SET status = 'cancelled', epoch = epoch + 1, lease_expires_at = NULL, \
                  finished_at = COALESCE(finished_at, $2), reason = $3 \
@@ -877,18 +844,8 @@ impl PgStore {
         }
 
         // 4. The caller's events, owned by this item and job.
-        for ev in &commit.events {
-            let filled = NewEvent {
-                item: commit.item.clone(),
-                job: ev.job.or(commit.job.as_ref().map(|j| j.id)),
-                kind: ev.kind,
-                from: ev.from.clone(),
-                to: ev.to.clone(),
-                epoch: ev.epoch.or(commit.job.as_ref().map(|j| j.epoch)),
-                reason: ev.reason.clone(),
-                data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
-            };
-            insert_event(&mut tx, &filled, now).await?;
+        for ev in &common::commit_events(commit) {
+            insert_event(&mut tx, ev, now).await?;
         }
 
         // 5. The next job.

@@ -1215,13 +1215,7 @@ impl W<'_> {
             )?;
             if n != 1 {
                 let owner_item: Option<String> = self.one("SELECT item FROM jobs WHERE id = ?1", params![job.id.0])?;
-                return match owner_item {
-                    None => Err(Error::NotFound { what: format!("job {}", job.id) }),
-                    Some(other) if other != key => {
-                        Err(Error::Invalid(format!("job {} belongs to {other}, not {key}", job.id)))
-                    }
-                    Some(_) => Ok(CommitOutcome::FencedOut),
-                };
+                return common::job_miss(commit, job.id, owner_item);
             }
         }
 
@@ -1244,11 +1238,7 @@ impl W<'_> {
         )?;
         if n != 1 {
             let exists = self.one::<i64>("SELECT 1 FROM items WHERE key = ?1", params![key])?.is_some();
-            return if exists {
-                Ok(CommitOutcome::Conflict)
-            } else {
-                Err(Error::NotFound { what: format!("item {key}") })
-            };
+            return common::item_miss(commit, exists);
         }
 
         // The events of steps 3 to 5, in that order, appended at the end in one go.
@@ -1256,7 +1246,7 @@ impl W<'_> {
 
         // 3. Operator actions end whatever else is in flight, fencing its owner.
         if commit.cancel_active_jobs {
-            let reason = format!("cancelled by the transition of {key} from version {}", commit.expected_version);
+            let reason = common::cancel_reason(commit);
             let cancelled = self.rows(
                 "UPDATE jobs SET status = 'cancelled', epoch = epoch + 1, lease_expires_at = NULL, \
                  finished_at = COALESCE(finished_at, ?2), reason = ?3 \
@@ -1274,19 +1264,7 @@ impl W<'_> {
         }
 
         // 4. The caller's events, owned by this item and job.
-        for ev in &commit.events {
-            let filled = NewEvent {
-                item: commit.item.clone(),
-                job: ev.job.or(commit.job.as_ref().map(|j| j.id)),
-                kind: ev.kind,
-                from: ev.from.clone(),
-                to: ev.to.clone(),
-                epoch: ev.epoch.or(commit.job.as_ref().map(|j| j.epoch)),
-                reason: ev.reason.clone(),
-                data: common::event_data(ev.kind, &ev.data, Some(commit.expected_version)),
-            };
-            events.push(filled);
-        }
+        events.extend(common::commit_events(commit));
 
         // 5. The next job.
         let enqueued = match &commit.enqueue {
