@@ -44,6 +44,8 @@ use crate::common::{
     job_columns, job_columns_j, job_from_row, missing_pr_item, node_columns, node_from_row, pr_from_row, pr_select,
 };
 use crate::deadline::Deadline;
+
+mod group_commit;
 use crate::{
     Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
     NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
@@ -155,7 +157,9 @@ pub(crate) struct PgStore {
     signal: Arc<Notify>,
     /// Pokes the notifier task; a full channel means a notification is pending.
     notify: mpsc::Sender<()>,
-    /// The LISTEN and NOTIFY tasks; aborted when the store is dropped.
+    /// Transitions for the group committer (`group_commit`).
+    group: mpsc::Sender<group_commit::Pending>,
+    /// The LISTEN, NOTIFY and group-commit tasks; aborted when the store is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -198,11 +202,13 @@ impl PgStore {
             .connect_lazy_with(opts.options([("synchronous_commit", "off")]));
         let signal = Arc::new(Notify::new());
         let (notify, rx) = mpsc::channel(1);
+        let (group, transitions) = mpsc::channel(group_commit::QUEUE);
         let tasks = vec![
             tokio::spawn(listen_task(aux.clone(), signal.clone(), shown.clone())),
             tokio::spawn(notify_task(aux, rx, shown.clone())),
+            tokio::spawn(group_commit::committer(pool.clone(), shown.clone(), transitions)),
         ];
-        let store = Self { url: shown.clone(), pool, signal, notify, tasks };
+        let store = Self { url: shown.clone(), pool, signal, notify, group, tasks };
         Ok(Arc::new(Deadline::new(store, shown, CALL_TIMEOUT)))
     }
 
@@ -551,131 +557,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// A commit without cancels as one statement: end the job at its epoch, move
-    /// the item from its expected version, append the events in order, queue the
-    /// next job and its `job.queued`. Each step reads the previous one's output, so
-    /// a fenced job writes nothing; a moved version after a matched job aborts the
-    /// whole statement through `orch_version_conflict()` (SQLSTATE OR409).
-    async fn commit_one_statement(
-        &self,
-        commit: &TransitionCommit,
-        attempts: &str,
-        now: Timestamp,
-    ) -> TxResult<CommitOutcome> {
-        let key = commit.item.to_string();
-        let job = commit.job.as_ref();
-        let end = job.and_then(|j| j.run_end.clone()).unwrap_or_default();
-        let run = end.run.as_ref();
-        // A claimed next job makes the item `running`, as a claim would.
-        let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
-        let events = common::commit_events(commit);
-        let row = sqlx::query(
-            "WITH j AS ( \
-                UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
-                finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL, \
-                exit_code = COALESCE($25, exit_code), usage = COALESCE($26, usage), pid = COALESCE($27, pid), \
-                pgid = COALESCE($28, pgid), proc_start = COALESCE($29, proc_start), \
-                log_path = COALESCE($30, log_path) \
-                WHERE $13 AND id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing') \
-                RETURNING id \
-             ), i AS ( \
-                UPDATE items SET track = $8, stage = $9, status = $10, version = $11, attempts = $12, \
-                updated_at = $6 WHERE key = $7 AND version = $14 AND (NOT $13 OR EXISTS (SELECT 1 FROM j)) \
-                RETURNING key \
-             ), guard AS ( \
-                SELECT orch_version_conflict() FROM j WHERE NOT EXISTS (SELECT 1 FROM i) \
-             ), ev AS ( \
-                INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) \
-                SELECT $6, i.key, e.job, e.kind, e.from_, e.to_, e.epoch, e.reason, e.data \
-                FROM i, UNNEST($15::BIGINT[], $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::BIGINT[], \
-                               $20::TEXT[], $21::JSONB[]) WITH ORDINALITY \
-                        AS e(job, kind, from_, to_, epoch, reason, data, ord) \
-                ORDER BY e.ord RETURNING seq \
-             ), nj AS ( \
-                INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, owner, lease_expires_at, \
-                                  heartbeat_at, started_at) \
-                SELECT i.key, $22, $23, CASE WHEN $31::TEXT IS NULL THEN 'queued' ELSE 'running' END, \
-                       CASE WHEN $31::TEXT IS NULL THEN 0 ELSE 1 END, $6, $31, $32, \
-                       CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END, \
-                       CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END \
-                FROM i WHERE $22::TEXT IS NOT NULL \
-                RETURNING id, item \
-             ), nq AS ( \
-                INSERT INTO events (at, item, job, kind, to_, epoch, data) \
-                SELECT $6, nj.item, nj.id, $24, $22, 0, jsonb_build_object('attempt', $23) \
-                FROM nj, (SELECT COUNT(*) FROM ev) AS after_events \
-                RETURNING seq \
-             ) SELECT (SELECT COUNT(*) FROM j) AS job_rows, (SELECT COUNT(*) FROM i) AS item_rows, \
-                      (SELECT id FROM nj) AS enqueued, (SELECT COUNT(*) FROM guard) AS guarded, \
-                      (SELECT COUNT(*) FROM nq) AS queued_events",
-        )
-        .bind(job.map_or(0, |j| j.id.0))
-        .bind(job.map_or(0, |j| j.epoch))
-        .bind(job.map(|j| j.status.as_str()))
-        .bind(job.and_then(|j| j.reason.clone()))
-        .bind(job.and_then(|j| j.verdict.as_ref()).map(Json))
-        .bind(now.as_millis())
-        .bind(&key)
-        .bind(commit.next.track.as_str())
-        .bind(commit.next.stage.as_str())
-        .bind(status.as_str())
-        .bind(commit.next.version)
-        .bind(attempts)
-        .bind(job.is_some())
-        .bind(commit.expected_version)
-        .bind(events.iter().map(|e| e.job.map(|j| j.0)).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.from.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.to.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.epoch).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| Json(e.data.clone())).collect::<Vec<_>>())
-        .bind(commit.enqueue.as_ref().map(|(stage, _)| stage.as_str()))
-        .bind(commit.enqueue.as_ref().map_or(0, |(_, attempt)| i64::from(*attempt)))
-        .bind(EventKind::JobQueued.as_str())
-        .bind(end.exit_code.map(i64::from))
-        .bind(end.usage.as_ref().map(|u| Json(json!(u))))
-        .bind(run.map(|r| i64::from(r.pid)))
-        .bind(run.map(|r| i64::from(r.pgid)))
-        .bind(run.and_then(|r| r.proc_start))
-        .bind(run.map(|r| r.log_path.as_str()))
-        .bind(commit.claim_next.as_ref().map(|c| c.node.as_str()))
-        .bind(commit.claim_next.as_ref().map(|c| now.add(c.lease_ttl).as_millis()))
-        .fetch_one(&self.pool)
-        .await;
-        let row = match row {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("OR409") => {
-                return Ok(CommitOutcome::Conflict);
-            }
-            Err(e) if common::is_unique_violation(&e) => {
-                return Err(common::second_active_job(&commit.item).into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let job_rows: i64 = row.try_get("job_rows")?;
-        let item_rows: i64 = row.try_get("item_rows")?;
-        if let Some(job) = job
-            && job_rows != 1
-        {
-            let owner_item: Option<String> = sqlx::query_scalar("SELECT item FROM jobs WHERE id = $1")
-                .bind(job.id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-            return Ok(common::job_miss(commit, job.id, owner_item)?);
-        }
-        if item_rows != 1 {
-            let exists = sqlx::query("SELECT 1 FROM items WHERE key = $1")
-                .bind(&key)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
-            return Ok(common::item_miss(commit, exists)?);
-        }
-        let enqueued: Option<i64> = row.try_get("enqueued")?;
-        Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
-    }
-
     /// One attempt at `register_node`. The id's row is locked (`FOR UPDATE`) before
     /// it is judged, so a concurrent registration waits and then sees the winner's
     /// row. With no row yet, racing inserts meet on the primary key: the loser's
@@ -745,7 +626,7 @@ impl PgStore {
 
     async fn commit_once(&self, commit: &TransitionCommit, attempts: &str, now: Timestamp) -> TxResult<CommitOutcome> {
         if !commit.cancel_active_jobs {
-            return self.commit_one_statement(commit, attempts, now).await;
+            return commit_one_statement(&self.pool, commit, attempts, now).await;
         }
         let key = commit.item.to_string();
         let mut tx = self.begin().await?;
@@ -985,6 +866,125 @@ async fn notify_task(pool: PgPool, mut rx: mpsc::Receiver<()>, url: String) {
             ),
         }
     }
+}
+
+/// A commit without cancels as one statement: end the job at its epoch, move
+/// the item from its expected version, append the events in order, queue the
+/// next job and its `job.queued`. Each step reads the previous one's output, so
+/// a fenced job writes nothing; a moved version after a matched job aborts the
+/// whole statement through `orch_version_conflict()` (SQLSTATE OR409).
+async fn commit_one_statement(
+    pool: &PgPool,
+    commit: &TransitionCommit,
+    attempts: &str,
+    now: Timestamp,
+) -> TxResult<CommitOutcome> {
+    let key = commit.item.to_string();
+    let job = commit.job.as_ref();
+    let end = job.and_then(|j| j.run_end.clone()).unwrap_or_default();
+    let run = end.run.as_ref();
+    // A claimed next job makes the item `running`, as a claim would.
+    let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
+    let events = common::commit_events(commit);
+    let row = sqlx::query(
+        "WITH j AS ( \
+            UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
+            finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL, \
+            exit_code = COALESCE($25, exit_code), usage = COALESCE($26, usage), pid = COALESCE($27, pid), \
+            pgid = COALESCE($28, pgid), proc_start = COALESCE($29, proc_start), \
+            log_path = COALESCE($30, log_path) \
+            WHERE $13 AND id = $1 AND epoch = $2 AND item = $7 AND status IN ('running', 'finishing') \
+            RETURNING id \
+         ), i AS ( \
+            UPDATE items SET track = $8, stage = $9, status = $10, version = $11, attempts = $12, \
+            updated_at = $6 WHERE key = $7 AND version = $14 AND (NOT $13 OR EXISTS (SELECT 1 FROM j)) \
+            RETURNING key \
+         ), guard AS ( \
+            SELECT orch_version_conflict() FROM j WHERE NOT EXISTS (SELECT 1 FROM i) \
+         ), ev AS ( \
+            INSERT INTO events (at, item, job, kind, from_, to_, epoch, reason, data) \
+            SELECT $6, i.key, e.job, e.kind, e.from_, e.to_, e.epoch, e.reason, e.data \
+            FROM i, UNNEST($15::BIGINT[], $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::BIGINT[], \
+                           $20::TEXT[], $21::JSONB[]) WITH ORDINALITY \
+                    AS e(job, kind, from_, to_, epoch, reason, data, ord) \
+            ORDER BY e.ord RETURNING seq \
+         ), nj AS ( \
+            INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, owner, lease_expires_at, \
+                              heartbeat_at, started_at) \
+            SELECT i.key, $22, $23, CASE WHEN $31::TEXT IS NULL THEN 'queued' ELSE 'running' END, \
+                   CASE WHEN $31::TEXT IS NULL THEN 0 ELSE 1 END, $6, $31, $32, \
+                   CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END, \
+                   CASE WHEN $31::TEXT IS NULL THEN NULL ELSE $6 END \
+            FROM i WHERE $22::TEXT IS NOT NULL \
+            RETURNING id, item \
+         ), nq AS ( \
+            INSERT INTO events (at, item, job, kind, to_, epoch, data) \
+            SELECT $6, nj.item, nj.id, $24, $22, 0, jsonb_build_object('attempt', $23) \
+            FROM nj, (SELECT COUNT(*) FROM ev) AS after_events \
+            RETURNING seq \
+         ) SELECT (SELECT COUNT(*) FROM j) AS job_rows, (SELECT COUNT(*) FROM i) AS item_rows, \
+                  (SELECT id FROM nj) AS enqueued, (SELECT COUNT(*) FROM guard) AS guarded, \
+                  (SELECT COUNT(*) FROM nq) AS queued_events",
+    )
+    .bind(job.map_or(0, |j| j.id.0))
+    .bind(job.map_or(0, |j| j.epoch))
+    .bind(job.map(|j| j.status.as_str()))
+    .bind(job.and_then(|j| j.reason.clone()))
+    .bind(job.and_then(|j| j.verdict.as_ref()).map(Json))
+    .bind(now.as_millis())
+    .bind(&key)
+    .bind(commit.next.track.as_str())
+    .bind(commit.next.stage.as_str())
+    .bind(status.as_str())
+    .bind(commit.next.version)
+    .bind(attempts)
+    .bind(job.is_some())
+    .bind(commit.expected_version)
+    .bind(events.iter().map(|e| e.job.map(|j| j.0)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.from.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.to.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.epoch).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| Json(e.data.clone())).collect::<Vec<_>>())
+    .bind(commit.enqueue.as_ref().map(|(stage, _)| stage.as_str()))
+    .bind(commit.enqueue.as_ref().map_or(0, |(_, attempt)| i64::from(*attempt)))
+    .bind(EventKind::JobQueued.as_str())
+    .bind(end.exit_code.map(i64::from))
+    .bind(end.usage.as_ref().map(|u| Json(json!(u))))
+    .bind(run.map(|r| i64::from(r.pid)))
+    .bind(run.map(|r| i64::from(r.pgid)))
+    .bind(run.and_then(|r| r.proc_start))
+    .bind(run.map(|r| r.log_path.as_str()))
+    .bind(commit.claim_next.as_ref().map(|c| c.node.as_str()))
+    .bind(commit.claim_next.as_ref().map(|c| now.add(c.lease_ttl).as_millis()))
+    .fetch_one(pool)
+    .await;
+    let row = match row {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("OR409") => {
+            return Ok(CommitOutcome::Conflict);
+        }
+        Err(e) if common::is_unique_violation(&e) => {
+            return Err(common::second_active_job(&commit.item).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let job_rows: i64 = row.try_get("job_rows")?;
+    let item_rows: i64 = row.try_get("item_rows")?;
+    if let Some(job) = job
+        && job_rows != 1
+    {
+        let owner_item: Option<String> =
+            sqlx::query_scalar("SELECT item FROM jobs WHERE id = $1").bind(job.id.0).fetch_optional(pool).await?;
+        return Ok(common::job_miss(commit, job.id, owner_item)?);
+    }
+    if item_rows != 1 {
+        let exists = sqlx::query("SELECT 1 FROM items WHERE key = $1").bind(&key).fetch_optional(pool).await?.is_some();
+        return Ok(common::item_miss(commit, exists)?);
+    }
+    let enqueued: Option<i64> = row.try_get("enqueued")?;
+    Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
 }
 
 async fn insert_event(conn: &mut PgConnection, ev: &NewEvent, now: Timestamp) -> sqlx::Result<()> {
@@ -1331,9 +1331,23 @@ impl Store for PgStore {
     async fn commit_transition(&self, commit: TransitionCommit, now: Timestamp) -> Result<CommitOutcome> {
         common::validate_commit(&commit)?;
         let attempts = common::attempts_json(&commit.next.attempts)?;
-        let out = with_retry!(self, "commit_transition", self.commit_once(&commit, &attempts, now).await)?;
         // A job claimed by the commit is nobody else's: no one needs waking for it.
-        if commit.claim_next.is_none() && matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
+        let queues = commit.claim_next.is_none();
+        let out = if commit.cancel_active_jobs {
+            with_retry!(self, "commit_transition", self.commit_once(&commit, &attempts, now).await)?
+        } else {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            match self.group.try_send(group_commit::Pending { commit, attempts, now, reply }) {
+                Ok(()) => answer.await.map_err(|_| {
+                    Error::Database("the group committer stopped before answering; the transition may or may not have been committed".into())
+                })??,
+                // A full queue (or a stopped committer): commit this one alone.
+                Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => {
+                    group_commit::one(&self.pool, &self.url, &p).await?
+                }
+            }
+        };
+        if queues && matches!(out, CommitOutcome::Applied { enqueued: Some(_) }) {
             self.wake();
         }
         Ok(out)

@@ -10,6 +10,7 @@
 mod bad_input;
 mod durability;
 mod event_stream;
+mod group_commit;
 mod handoff;
 mod migrations;
 mod nodes;
