@@ -64,6 +64,8 @@ const NODE_CHILD_DIR: &str = "ORCH_ENGINE_BENCH_NODE_DIR";
 const NODE_CHILD_JOBS: &str = "ORCH_ENGINE_BENCH_NODE_JOBS";
 /// The sleeping agents' command: outlives the 10 s window by far.
 const SLEEP_AGENT: &str = "\"sleep\", \"120\"";
+/// How long the node child is left alone after its last agent started.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long the node child's CPU is sampled.
 const SLEEP_WINDOW: Duration = Duration::from_secs(10);
 /// Assumed clock ticks a second of /proc/PID/stat (the usual `CLK_TCK`).
@@ -148,6 +150,19 @@ fn cpu_ticks(pid: &str) -> u64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or_else(|| panic!("{path}: field {i}"));
     tick(11) + tick(12)
+}
+
+/// How many processes whose parent is `pid` run `comm` (from /proc/*/stat).
+fn children_running(pid: u32, comm: &str) -> usize {
+    let entries = std::fs::read_dir("/proc").expect("read /proc");
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((head, rest)) = stat.rsplit_once(')') else { return false };
+            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            head.split_once('(').is_some_and(|(_, c)| c == comm) && ppid == Some(pid)
+        })
+        .count()
 }
 
 /// The store for one case, and its PostgreSQL database (dropped at the end of
@@ -408,17 +423,27 @@ async fn sleeping_agents(count: usize) {
             .expect("file an item");
     }
     let filed = Instant::now();
+    // A claimed job is `running` in the store before its worktree is prepared and
+    // its agent spawned: wait for the store, then for the `sleep` processes.
     loop {
         let running = store.queue_stats().await.expect("queue stats").jobs_by_status.get("running").copied();
         if running.unwrap_or(0) as usize >= count {
             break;
         }
         if let Some(status) = child.try_wait().expect("poll the node child") {
-            panic!("the node child ended ({status}) before its {count} agents were running");
+            panic!("the node child ended ({status}) before its {count} jobs were claimed");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    while children_running(child.id(), "sleep") < count {
+        if let Some(status) = child.try_wait().expect("poll the node child") {
+            panic!("the node child ended ({status}) before its {count} agents were running");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let ramp = filed.elapsed();
+    // What follows a spawn (`record_started`, the log) settles well within this.
+    std::thread::sleep(SETTLE);
     // From here on this process does nothing but read the child's /proc files.
     let ticks0 = cpu_ticks(&pid);
     let t0 = Instant::now();
@@ -429,7 +454,7 @@ async fn sleeping_agents(count: usize) {
         (status_field(&pid, "VmRSS:"), status_field(&pid, "VmHWM:"), status_field(&pid, "Threads:"));
     let cpu = ticks as f64 / TICKS_PER_S / window * 100.0;
     println!(
-        "node alone (pid {pid}) supervising {count} sleeping agents (all running {:.1} s after filing): \
+        "node alone (pid {pid}) supervising {count} sleeping agents (all {count} agents started {:.1} s after the last item was filed): \
          RSS {rss} KiB = {:.1} MiB (target < 32 MiB), peak {hwm} KiB = {:.1} MiB, \
          CPU {cpu:.2} % of one core over {window:.1} s ({ticks} ticks; target < 2 %), {threads} threads",
         ramp.as_secs_f64(),
