@@ -3,7 +3,8 @@
 //! an in-process no-op stage (adapter `none`) and with a real agent process
 //! (`true`); prints stage transitions/s, queued → claimed p50/p99 (the store's
 //! `started_at` is stamped by the claim, before the worktree is prepared and the
-//! agent spawned), and the process's peak RSS. Three of issue 13's targets get a figure of their own:
+//! agent spawned), and the process's peak RSS. Three of issue 13's targets get a
+//! figure of their own:
 //! - **spawn ratio**: before the `true` cases of a backend, the rate at which this
 //!   machine spawns `true` and waits for it (tokio::process, c tasks each looping
 //!   spawn + wait, items × 4 processes), measured in the same run; each `true`
@@ -13,15 +14,20 @@
 //!   (`--orch-bench-handoff-agent DIR`): it appends its CLOCK_REALTIME start and end,
 //!   in ns, to `DIR/$ORCH_JOB_ID`. The hand-off of stage k → k+1 is the start of
 //!   stage k+1's agent minus the end of stage k's (target p50 < 3 ms, p99 < 10 ms).
+//!   The hand-off thus includes the exec of this executable up to `main`. The
+//!   directory goes in argv rather than the environment: orch adds its variables
+//!   to the node's environment (`process::spawn`), but argv does not depend on it.
 //!   Light-load cases also print the store's view (ms resolution): `finished_at`
 //!   of stage k (recorded after the post-run git work) to the claim of stage k+1
 //!   (before its worktree is prepared), a part of the hand-off only.
 //! - **sleeping agents, node alone**: the node runs in a child process (this
 //!   executable with `ORCH_ENGINE_BENCH_NODE` set) while this process files the
-//!   items, waits until they run, then stops polling and samples the child's RSS,
-//!   peak RSS, threads and CPU over 10 s from /proc (target < 32 MiB, < 2 % of one
-//!   core). The agents (`sleep 120`) are the child's children; their RSS is not
-//!   counted.
+//!   items, waits until the store says they run and the child has as many `sleep`
+//!   children (a claimed job is `running` before its agent is spawned), leaves it
+//!   2 s to settle, then stops polling and samples the child's RSS, peak RSS,
+//!   threads and CPU over 10 s from /proc (target < 32 MiB, < 2 % of one core;
+//!   CPU is in clock ticks, 0.1 % of a core over 10 s each). The agents
+//!   (`sleep 120`) are the child's children; their RSS is not counted.
 //!
 //! Every stage works on a real git repository (a worktree per item, pushes, the
 //! merge), so every figure includes orch's git work.
