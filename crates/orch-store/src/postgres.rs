@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_vcs.sql")),
     (6, include_str!("../migrations/postgres/0006_event_stream.sql")),
     (7, include_str!("../migrations/postgres/0007_usage.sql")),
+    (8, include_str!("../migrations/postgres/0008_seed_status_counts.sql")),
 ];
 
 /// The channel every enqueue notifies.
@@ -203,11 +204,14 @@ impl PgStore {
         let signal = Arc::new(Notify::new());
         let (notify, rx) = mpsc::channel(1);
         let (group, transitions) = mpsc::channel(group_commit::QUEUE);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(listen_task(aux.clone(), signal.clone(), shown.clone())),
             tokio::spawn(notify_task(aux, rx, shown.clone())),
-            tokio::spawn(group_commit::committer(pool.clone(), shown.clone(), transitions)),
         ];
+        let queue: group_commit::Queue = Arc::new(tokio::sync::Mutex::new(transitions));
+        for _ in 0..group_commit::COMMITTERS {
+            tasks.push(tokio::spawn(group_commit::committer(pool.clone(), shown.clone(), queue.clone())));
+        }
         let store = Self { url: shown.clone(), pool, signal, notify, group, tasks };
         Ok(Arc::new(Deadline::new(store, shown, CALL_TIMEOUT)))
     }

@@ -70,6 +70,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_vcs.sql")),
     (6, include_str!("../migrations/sqlite/0006_event_stream.sql")),
     (7, include_str!("../migrations/sqlite/0007_usage.sql")),
+    (8, include_str!("../migrations/sqlite/0008_seed_status_counts.sql")),
 ];
 
 /// The highest schema version this binary knows.
