@@ -45,12 +45,15 @@ use crate::common::{
 };
 use crate::deadline::Deadline;
 
+mod connect;
 mod group_commit;
+
 use crate::{
     Backend, CommitOutcome, Error, Event, EventPosition, ExitInfo, GateResult, Item, ItemFilter, Job, JobId, NewEvent,
     NewItem, NewPr, NodeRecord, NodeRegistration, Page, PositionedEvent, PrUpdate, PullRequest, QueueStats,
     ReaperPassCounts, ReaperTotals, Result, RunInfo, Store, TakeOver, TransitionCommit,
 };
+use connect::*;
 
 /// Migrations embedded in the binary, in order. Forward-only.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -740,135 +743,6 @@ impl PgStore {
         };
         tx.commit().await?;
         Ok(CommitOutcome::Applied { enqueued })
-    }
-}
-
-/// The URL's connect options with the server-side bounds every session of the
-/// store runs under. They come after the URL's own `options`, so a URL cannot
-/// loosen them.
-fn connect_options(url: &str, shown: &str) -> Result<PgConnectOptions> {
-    let opts = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Unavailable { url: shown.to_owned(), reason: format!("bad URL: {e}") })?;
-    Ok(opts.options([
-        ("statement_timeout", pg_millis(STATEMENT_TIMEOUT)),
-        ("idle_in_transaction_session_timeout", pg_millis(IDLE_IN_TRANSACTION_TIMEOUT)),
-    ]))
-}
-
-/// The main pool's settings.
-fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(POOL_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT)
-}
-
-/// A duration as a PostgreSQL setting value in milliseconds (`"5000ms"`).
-fn pg_millis(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-/// Applies every embedded migration newer than the database's, in one transaction
-/// under an advisory lock, so nodes starting together do not race.
-async fn migrate(pool: &PgPool, url: &str) -> Result<()> {
-    let migration_err = |e: sqlx::Error| match common::map_err(url, e) {
-        e @ Error::Unavailable { .. } => e,
-        other => Error::Migration { url: url.to_owned(), reason: other.to_string() },
-    };
-    let mut tx = pool.begin().await.map_err(migration_err)?;
-    // Waiting for another node's migration, or rebuilding an index, may outlast
-    // STATEMENT_TIMEOUT; this transaction alone gets the migration bound.
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = '{}'", pg_millis(MIGRATION_TIMEOUT))))
-        .execute(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(migration_err)?;
-    let found: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-    let known = known_version();
-    if found > known {
-        return Err(Error::SchemaTooNew { url: url.to_owned(), found, known });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
-        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(migration_err)?;
-        // Bookkeeping only: the database's clock stamps when a migration ran.
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) \
-             VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
-        )
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(migration_err)?;
-        tracing::info!(store = %url, version, "applied migration");
-    }
-    tx.commit().await.map_err(migration_err)
-}
-
-/// Wakes `signal` on every `orch_jobs` notification. Policy: runs until the store
-/// is dropped (aborted then); on error it logs, backs off (bounded) and reconnects,
-/// and wakes the signal anyway since notifications may have been missed meanwhile.
-async fn listen_task(pool: PgPool, signal: Arc<Notify>, url: String) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(store = %url, error = %e, "cannot connect for LISTEN; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(store = %url, error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        signal.notify_waiters();
-        loop {
-            match listener.recv().await {
-                Ok(_) => signal.notify_waiters(),
-                Err(e) => {
-                    tracing::warn!(store = %url, error = %e, "LISTEN connection lost; reconnecting");
-                    signal.notify_waiters();
-                    tokio::time::sleep(backoff).await;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Sends one `NOTIFY orch_jobs` per burst of pokes. Policy: runs until the store is
-/// dropped (aborted then) or every sender is gone; a failed or unanswered NOTIFY
-/// (bounded by `CALL_TIMEOUT`, so a frozen network cannot stop the task for good)
-/// is logged and dropped (other nodes poll).
-async fn notify_task(pool: PgPool, mut rx: mpsc::Receiver<()>, url: String) {
-    while rx.recv().await.is_some() {
-        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool);
-        match tokio::time::timeout(CALL_TIMEOUT, sent).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(store = %url, error = %e, "NOTIFY failed; other nodes will find the job by polling");
-            }
-            Err(_) => tracing::warn!(
-                store = %url,
-                timeout = ?CALL_TIMEOUT,
-                "NOTIFY got no answer; other nodes will find the job by polling"
-            ),
-        }
     }
 }
 
@@ -1628,50 +1502,4 @@ impl Store for PgStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn every_migration_file_is_embedded() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-        let files = std::fs::read_dir(dir).unwrap().count();
-        assert_eq!(files, MIGRATIONS.len(), "add new migration files to MIGRATIONS");
-    }
-
-    /// The bounds only help if they are ordered: the server's errors (acquire,
-    /// statement) come before this process gives up on a call.
-    #[test]
-    fn timeouts_are_bounded_and_ordered() {
-        assert!(ACQUIRE_TIMEOUT <= Duration::from_secs(10), "{ACQUIRE_TIMEOUT:?}");
-        assert!(CALL_TIMEOUT > ACQUIRE_TIMEOUT + STATEMENT_TIMEOUT, "{CALL_TIMEOUT:?}");
-        assert!(IDLE_IN_TRANSACTION_TIMEOUT > STATEMENT_TIMEOUT);
-        assert_eq!(pool_options().get_acquire_timeout(), ACQUIRE_TIMEOUT);
-    }
-
-    /// Every pooled session runs under the server-side bounds, even when the URL
-    /// asks for none (`options=-c statement_timeout=0`). Uses the test server's
-    /// admin database as it is: nothing is written.
-    #[tokio::test]
-    async fn pooled_sessions_carry_the_server_side_timeouts() {
-        let admin = std::env::var("ORCH_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        for url in [admin.clone(), format!("{admin}{sep}options=-c%20statement_timeout%3D0")] {
-            let opts = connect_options(&url, &common::redact(&url)).unwrap();
-            let pool = pool_options().max_connections(2).connect_with(opts).await.unwrap_or_else(|e| {
-                panic!("cannot reach the test PostgreSQL server at {url}: {e} (these tests are never skipped)")
-            });
-            let show = |name: &'static str| {
-                let pool = pool.clone();
-                async move {
-                    let q = sqlx::AssertSqlSafe(format!("SHOW {name}"));
-                    sqlx::query_scalar::<_, String>(q).fetch_one(&pool).await.unwrap()
-                }
-            };
-            assert_eq!(show("statement_timeout").await, "5s", "{url}");
-            assert_eq!(show("idle_in_transaction_session_timeout").await, "30s", "{url}");
-            pool.close().await;
-        }
-    }
-}
+mod tests;
