@@ -234,7 +234,9 @@ async fn statement(pool: &PgPool, url: &str, group: &[Pending]) -> sqlx::Result<
 /// `jm` and `im` lock what matched, jobs before items and each in one order, as
 /// every other writer does, and `sc` the status counters the triggers will move
 /// (jobs' before items', each in one order; migration 0008 made every row), so
-/// two groups never wait on each other in a cycle; `j` → `i` → `nj` → `ev` each read the previous, so
+/// two groups never wait on each other in a cycle; each looks its rows up by
+/// `= ANY(array)`, so the planner takes the primary keys (joined to the arrays'
+/// rows alone it chose a full scan of `items`); `j` → `i` → `nj` → `ev` each read the previous, so
 /// the old job has ended before the item's next one is inserted (the
 /// one-active-job index checks each row as it goes in).
 const GROUP_SQL: &str = "WITH t AS MATERIALIZED ( \
@@ -247,18 +249,19 @@ const GROUP_SQL: &str = "WITH t AS MATERIALIZED ( \
            claim_node, claim_lease, o) \
  ), jm AS MATERIALIZED ( \
     SELECT j.id FROM jobs j, t \
-    WHERE t.has_job AND j.id = t.job_id AND j.epoch = t.epoch AND j.item = t.key \
+    WHERE j.id = ANY($3::BIGINT[]) AND t.has_job AND j.id = t.job_id AND j.epoch = t.epoch AND j.item = t.key \
       AND j.status IN ('running', 'finishing') \
     ORDER BY j.id FOR UPDATE OF j \
  ), im AS MATERIALIZED ( \
-    SELECT i.key FROM items i, t WHERE i.key = t.key AND i.version = t.expected \
+    SELECT i.key FROM items i, t WHERE i.key = ANY($14::TEXT[]) AND i.key = t.key AND i.version = t.expected \
     ORDER BY i.key FOR UPDATE OF i \
  ), sc AS MATERIALIZED ( \
     SELECT s.tbl FROM status_counts s \
     WHERE (s.tbl = 'jobs' AND (s.status, s.shard) IN \
             (SELECT t.job_status, (t.job_id % 16)::INTEGER FROM t WHERE t.has_job)) \
        OR (s.tbl = 'items' AND (s.status, s.shard) IN \
-            (SELECT t.item_status, (i.number % 16)::INTEGER FROM t JOIN items i ON i.key = t.key)) \
+            (SELECT t.item_status, (i.number % 16)::INTEGER FROM t JOIN items i \
+             ON i.key = ANY($14::TEXT[]) AND i.key = t.key)) \
     ORDER BY s.tbl DESC, s.status, s.shard FOR UPDATE OF s \
  ), ok AS MATERIALIZED ( \
     SELECT t.*, CASE WHEN t.enq_stage IS NOT NULL THEN nextval('jobs_id_seq') END AS new_id \
