@@ -166,6 +166,16 @@ async fn direct_commit(
         ctx.lease.claimed(sent);
         ctx.metrics.handoff_claimed();
         let next = claim.claimed_job(id, &job.item, &stage, attempt, now);
+        if ctx.stopping.is_cancelled() {
+            // Shutdown began while the write was in flight: the job goes back to
+            // the queue rather than start work the drain would cut short.
+            let why = "node shutting down: the job its transition claimed goes back to the queue";
+            match ctx.store.release_job(next.id, next.epoch, why, ctx.now()).await {
+                Ok(()) | Err(orch_store::Error::FencedOut { .. }) => {}
+                Err(e) => warn!(job = %next.id, error = %e, "cannot release the claimed job; Tier-1 will"),
+            }
+            return Ok(());
+        }
         info!(item = %next.item, job = %next.id, epoch = next.epoch, stage = %next.stage, "job.claimed with the transition");
         ctx.start_job(next);
     }
