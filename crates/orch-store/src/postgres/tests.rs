@@ -1,3 +1,5 @@
+//! Unit tests of the PostgreSQL store's internals.
+
 use super::*;
 use std::path::Path;
 

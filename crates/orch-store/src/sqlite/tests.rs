@@ -1,3 +1,6 @@
+//! Unit tests of the SQLite store that need its internals: the writer's batches, statement
+//! recompilation, the index plans of the production statements.
+
 use super::*;
 
 #[test]
