@@ -641,7 +641,6 @@ impl PgStore {
         // 1. The committer must still own its job; ending it is the fenced write.
         if let Some(job) = &commit.job {
             let end = job.run_end.clone().unwrap_or_default();
-            let run = end.run.as_ref();
             let done = sqlx::query(
                 "UPDATE jobs SET status = $3, reason = COALESCE($4, reason), verdict = COALESCE($5, verdict), \
                  finished_at = COALESCE(finished_at, $6), heartbeat_at = $6, lease_expires_at = NULL, \
@@ -657,12 +656,7 @@ impl PgStore {
             .bind(job.verdict.as_ref().map(Json))
             .bind(now.as_millis())
             .bind(&key)
-            .bind(end.exit_code.map(i64::from))
-            .bind(end.usage.as_ref().map(|u| Json(json!(u))))
-            .bind(run.map(|r| i64::from(r.pid)))
-            .bind(run.map(|r| i64::from(r.pgid)))
-            .bind(run.and_then(|r| r.proc_start))
-            .bind(run.map(|r| r.log_path.as_str()))
+            .bind_run_end(&end)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != 1 {
@@ -760,7 +754,6 @@ async fn commit_one_statement(
     let key = commit.item.to_string();
     let job = commit.job.as_ref();
     let end = job.and_then(|j| j.run_end.clone()).unwrap_or_default();
-    let run = end.run.as_ref();
     // A claimed next job makes the item `running`, as a claim would.
     let status = if commit.claim_next.is_some() { ItemStatus::Running } else { commit.next.status };
     let events = common::commit_events(commit);
@@ -828,12 +821,7 @@ async fn commit_one_statement(
     .bind(commit.enqueue.as_ref().map(|(stage, _)| stage.as_str()))
     .bind(commit.enqueue.as_ref().map_or(0, |(_, attempt)| i64::from(*attempt)))
     .bind(EventKind::JobQueued.as_str())
-    .bind(end.exit_code.map(i64::from))
-    .bind(end.usage.as_ref().map(|u| Json(json!(u))))
-    .bind(run.map(|r| i64::from(r.pid)))
-    .bind(run.map(|r| i64::from(r.pgid)))
-    .bind(run.and_then(|r| r.proc_start))
-    .bind(run.map(|r| r.log_path.as_str()))
+    .bind_run_end(&end)
     .bind(commit.claim_next.as_ref().map(|c| c.node.as_str()))
     .bind(commit.claim_next.as_ref().map(|c| now.add(c.lease_ttl).as_millis()))
     .fetch_one(pool)
@@ -863,6 +851,24 @@ async fn commit_one_statement(
     }
     let enqueued: Option<i64> = row.try_get("enqueued")?;
     Ok(CommitOutcome::Applied { enqueued: enqueued.map(JobId) })
+}
+
+/// Binds a `RunEnd`'s six job columns in the order both commit paths declare
+/// them: exit code, usage, pid, pgid, process start, log path.
+trait BindRunEnd<'q> {
+    fn bind_run_end(self, end: &'q crate::RunEnd) -> Self;
+}
+
+impl<'q> BindRunEnd<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_run_end(self, end: &'q crate::RunEnd) -> Self {
+        let run = end.run.as_ref();
+        self.bind(end.exit_code.map(i64::from))
+            .bind(end.usage.as_ref().map(|u| Json(json!(u))))
+            .bind(run.map(|r| i64::from(r.pid)))
+            .bind(run.map(|r| i64::from(r.pgid)))
+            .bind(run.and_then(|r| r.proc_start))
+            .bind(run.map(|r| r.log_path.as_str()))
+    }
 }
 
 async fn insert_event(conn: &mut PgConnection, ev: &NewEvent, now: Timestamp) -> sqlx::Result<()> {
