@@ -139,6 +139,9 @@ async fn direct_commit(
     exit: ExitInfo,
     started: Option<RunInfo>,
 ) -> Result<(), Error> {
+    // A run that errored (lost, timed out, could not start) is retried where the
+    // scheduler puts it, not pinned to the node it just failed on.
+    let errored = matches!(judged.result, StageResult::Errored { .. });
     let mut commit = transition(ctx, job, item, judged.result, judged.escalate, judged.verdict);
     let mut run_events = Vec::with_capacity(2);
     if let Some(run) = &started {
@@ -152,7 +155,7 @@ async fn direct_commit(
         end.verdict = end.verdict.take().or(exit.verdict);
         end.run_end = Some(RunEnd { run: started, exit_code: exit.exit_code, usage: exit.usage });
     }
-    let claim = match (&commit.enqueue, ctx.stopping.is_cancelled()) {
+    let claim = match (&commit.enqueue, errored || ctx.stopping.is_cancelled()) {
         (Some(next), false) => {
             Some((ClaimNext { node: ctx.opts.node_id.clone(), lease_ttl: ctx.config.reaper.lease_ttl() }, next.clone()))
         }

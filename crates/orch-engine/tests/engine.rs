@@ -154,6 +154,10 @@ async fn agent_killed_from_outside_ends_lost_and_the_stage_is_retried(backend: B
     assert_eq!(first.status, JobStatus::Failed);
     assert_eq!(first.exit_code, None);
     assert!(first.reason.as_deref().unwrap().contains("exit=lost"), "{:?}", first.reason);
+    // The lost run's retry went through the scheduler; the passing stages after
+    // it (development, testing, deploy-staging) each handed their item on.
+    assert_eq!(node.metrics().handoff_claims_total, 3);
+    assert_eq!(h.jobs(&key).await[1].stage.as_str(), "development");
 
     node.shutdown_token().cancel();
     run.await.unwrap();
