@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use orch_core::{ItemStatus, JobStatus, StageName};
-use orch_store::{ClaimNext, CommitOutcome, Error, ExitInfo, JobId, NewEvent, RunEnd, TakeOver, TransitionCommit};
+use orch_store::{ClaimNext, CommitOutcome, Error, JobId, TakeOver, TransitionCommit};
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
-use crate::specs::{advance, claimed, kinds, run_info};
+use crate::handoff::handoff;
+use crate::specs::{advance, claimed, kinds};
 use crate::support::{TTL, TestDb, at};
 
 /// What a transition is expected to come back with.
@@ -23,25 +24,6 @@ enum Want {
     Conflict,
     NoSuchJob,
     SecondActiveJob,
-}
-
-/// `advance` as the engine sends it for a stage with no gates: the run recorded
-/// and the next job claimed for node `a`.
-fn handoff(job: &orch_store::Job) -> TransitionCommit {
-    let mut c = advance(&job.item, 1, Some((job.id, 1)));
-    let exit = ExitInfo { exit_code: Some(0), ..ExitInfo::default() };
-    c.events.splice(
-        0..0,
-        [
-            NewEvent::job_started(job.item.clone(), job.id, 1, &run_info(3)),
-            NewEvent::job_finished(job.item.clone(), job.id, 1, &exit),
-        ],
-    );
-    if let Some(f) = c.job.as_mut() {
-        f.run_end = Some(RunEnd { run: Some(run_info(3)), exit_code: Some(0), usage: None });
-    }
-    c.claim_next = Some(ClaimNext { node: "a".into(), lease_ttl: TTL });
-    c
 }
 
 /// Item 1's commit is held on a row lock while twelve others queue behind it;
@@ -68,7 +50,7 @@ async fn grouped_case(with_bad: bool) {
         plan.push((advance(&j.item, 1, Some((j.id, 1))), Want::Queued));
     }
     for j in &jobs[5..8] {
-        plan.push((handoff(j), Want::Claimed));
+        plan.push((handoff(j, 1, Some("a")), Want::Claimed));
     }
     for j in &jobs[8..10] {
         plan.push((advance(&j.item, 1, Some((j.id, 1))), Want::Fenced));
@@ -155,7 +137,7 @@ async fn grouped_case(with_bad: bool) {
                 let now = row.queued_at;
                 assert_eq!(row, claim.claimed_job(next, &key, &StageName::new("testing"), 1, now));
                 let ended = store.get_job(job.id).await.unwrap().unwrap();
-                assert_eq!((ended.status, ended.exit_code, ended.pid), (JobStatus::Done, Some(0), Some(3)));
+                assert_eq!((ended.status, ended.exit_code, ended.pid), (JobStatus::Done, Some(0), Some(7)));
                 assert_eq!(
                     kinds(&events),
                     ["item.created", "job.queued", "job.started", "job.finished", "item.advanced", "job.queued"]

@@ -20,7 +20,7 @@ const USAGE: Usage = Usage {
 
 /// `advance` (development -> testing) for a job at epoch 1 that also stands for
 /// `record_started` and `record_finished`, claiming `testing` for `node`.
-fn handoff(job: &orch_store::Job, version: i64, node: Option<&str>) -> TransitionCommit {
+pub(crate) fn handoff(job: &orch_store::Job, version: i64, node: Option<&str>) -> TransitionCommit {
     let mut commit = advance(&job.item, version, Some((job.id, 1)));
     let exit = ExitInfo { exit_code: Some(0), ..ExitInfo::default() };
     let started = NewEvent::job_started(job.item.clone(), job.id, 1, &run_info(7));
