@@ -121,7 +121,7 @@ pub(crate) async fn direct(
     ended.verdict = exit.verdict.clone().or(ended.verdict);
     let judged = judge(ctx, &ended);
     if judged.result == StageResult::Passed
-        && (edge_has_gates(ctx, job, item) || finishes_item(ctx, job, item, judged.escalate))
+        && (!gates::edge_gates(ctx, job, item).is_empty() || finishes_item(ctx, job, item, judged.escalate))
     {
         return Ok(Some((exit, started)));
     }
@@ -183,11 +183,6 @@ async fn direct_commit(
         ctx.start_job(next);
     }
     Ok(())
-}
-
-/// Whether the gates of the edge `job`'s stage leaves by on a pass are not empty.
-fn edge_has_gates(ctx: &Ctx, job: &Job, item: &Item) -> bool {
-    ctx.config.exit(&item.track, &job.stage).and_then(|exit| exit.edge).is_some_and(|edge| !edge.gates.is_empty())
 }
 
 /// The store commit for `result`: `decide` on the item as read, the job ending

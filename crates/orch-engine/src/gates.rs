@@ -28,13 +28,18 @@ pub(crate) enum GatesOutcome {
     Stopped,
 }
 
+/// The gates of the edge `job`'s stage leaves by on a pass, for `item` on its
+/// track; empty when the edge has none (or there is no edge).
+pub(crate) fn edge_gates<'c>(ctx: &'c Ctx, job: &Job, item: &orch_store::Item) -> &'c [GateName] {
+    ctx.config.exit(&item.track, &job.stage).and_then(|exit| exit.edge).map_or(&[], |edge| edge.gates.as_slice())
+}
+
 pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToken) -> Result<GatesOutcome, Error> {
     let Some(item) = ctx.within_lease(ctx.store.get_item(&job.item)).await? else {
         return Err(Error::Vanished(job.id));
     };
-    let Some(exit) = ctx.config.exit(&item.track, &job.stage) else { return Ok(GatesOutcome::Passed) };
-    let Some(edge) = exit.edge else { return Ok(GatesOutcome::Passed) };
-    if edge.gates.is_empty() {
+    let gates = edge_gates(ctx, job, &item);
+    if gates.is_empty() {
         return Ok(GatesOutcome::Passed);
     }
     // A node that took this job over may never have run anything for the item:
@@ -50,7 +55,7 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
         Err(vcs::PrepareError::Infra(reason)) => return Ok(GatesOutcome::Infra(reason)),
     };
     let sha = tree.base.clone();
-    for name in &edge.gates {
+    for name in gates {
         if lost.is_cancelled() {
             return Ok(GatesOutcome::Stopped);
         }
