@@ -154,6 +154,11 @@ fn connect(target: &Target, url: &str) -> Result<Connection> {
     // Reading a pragma touches the file header: a file that is not a database fails here.
     conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map_err(url, e))?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(|e| map_err(url, e))?;
+    // The writer's savepoints journal every page they touch. A batch of writes
+    // outgrows SQLite's 64 KiB in-memory sub-journal at once, and the spilled one
+    // is a temp file written with pwrite for every page: a fifth of the writer's
+    // time in a profile. In memory it costs a batch's pages (a few MiB at most).
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(|e| map_err(url, e))?;
     conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| map_err(url, e))?;
     Ok(conn)
 }
@@ -471,19 +476,21 @@ impl W<'_> {
             Some(c) => (Some(c.node.as_str()), Some(now.add(c.lease_ttl).as_millis())),
             None => (None, None),
         };
-        let id: i64 = self
-            .conn
+        // Not `RETURNING id`: SQLite gathers RETURNING rows in an ephemeral table,
+        // opened and closed at every call (5 % of the writer's time in a profile of
+        // the hand-off). The rowid of the row just inserted is the same answer; the
+        // status-counter triggers write no rowid table, so they cannot change it.
+        self.conn
             .prepare_cached(
                 "INSERT INTO jobs (item, stage, attempt, status, epoch, queued_at, owner, lease_expires_at, \
                  heartbeat_at, started_at) \
                  VALUES (?1, ?2, ?3, CASE WHEN ?5 IS NULL THEN 'queued' ELSE 'running' END, \
                  CASE WHEN ?5 IS NULL THEN 0 ELSE 1 END, ?4, ?5, ?6, \
-                 CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END, CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END) RETURNING id",
+                 CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END, CASE WHEN ?5 IS NULL THEN NULL ELSE ?4 END)",
             )
-            .and_then(|mut s| {
-                s.query_row(params![item.to_string(), stage, attempt, now.as_millis(), owner, lease], |r| r.get(0))
-            })
+            .and_then(|mut s| s.execute(params![item.to_string(), stage, attempt, now.as_millis(), owner, lease]))
             .map_err(|e| if is_unique_violation(&e) { common::second_active_job(item) } else { self.err(e) })?;
+        let id = self.conn.last_insert_rowid();
         let id = JobId(id);
         let mut ev = NewEvent::new(item.clone(), EventKind::JobQueued);
         ev.job = Some(id);

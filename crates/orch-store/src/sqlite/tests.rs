@@ -29,6 +29,16 @@ fn writer_conn(path: &Path) -> (Connection, String) {
     (conn, url)
 }
 
+/// The writer's savepoint sub-journal must stay in memory: spilled (past 64 KiB,
+/// which a batch of writes passes at once) it is a temp file written page by page.
+#[test]
+fn connections_keep_temp_storage_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conn, _) = writer_conn(&dir.path().join("orch.db"));
+    let temp_store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+    assert_eq!(temp_store, 2, "PRAGMA temp_store: 2 is MEMORY");
+}
+
 /// The answer a write got: whether it was reported done, and the error if not.
 fn answer<T>(rx: &mut oneshot::Receiver<Result<T>>) -> Result<T> {
     rx.try_recv().expect("run_batch answers every write before it returns")
