@@ -322,6 +322,57 @@ fn a_merge_preview_gate_sees_main_as_it_is_now() {
     assert_eq!(pr["checks"]["preview"]["sha"], pr["checks"]["branch-only"]["sha"], "checks name the branch SHA: {pr}");
 }
 
+/// A stale owner's push that lands on the item branch right behind orch's own
+/// (here the remote itself adds it, before orch's push returns, so the store
+/// records orch's commit and the branch is already past it) is never
+/// overwritten: the next stage, which this node starts in the worktree the
+/// last one left, has its push refused by git's lease, and the stage's retry
+/// adopts the commit and lands on top of it.
+#[test]
+fn a_commit_pushed_behind_orchs_back_between_stages_is_adopted_not_overwritten() {
+    let dep = Deployment::new(sqlite(), FAST, "");
+    working_agents(&dep);
+    let mark = dep.path().join("late-pushed");
+    install_hook(
+        &dep.remote,
+        "post-receive",
+        &format!(
+            "#!/bin/sh\nwhile read old new ref; do case \"$ref\" in refs/heads/feature/*) \
+             if [ ! -f {m} ]; then touch {m}; \
+             key=$(git log -1 --format='%(trailers:key=Refs,valueonly)' \"$new\"); \
+             late=$(printf 'late work\\n\\nRefs: %s\\nOrch-Job: 999999\\n' \"$key\" | \
+             GIT_AUTHOR_NAME=stale GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=stale GIT_COMMITTER_EMAIL=s@x \
+             git commit-tree \"$new^{{tree}}\" -p \"$new\"); \
+             git update-ref \"$ref\" \"$late\" \"$new\"; fi;; esac; done\n",
+            m = mark.display()
+        ),
+    );
+    let mut node = dep.serve("node-a", "data-a", &[], "serve.log");
+    let key = dep.add_item("late push");
+    wait_until("the item to finish", || dep.status(&key) == "done");
+    assert!(terminate(&mut node).success(), "{}", dep.log("serve.log"));
+    assert!(mark.exists(), "the hook added the stale commit");
+    let main_log = git_out(&dep.remote, &["log", "--format=%s", "main"]);
+    let subjects: Vec<&str> = main_log.lines().collect();
+    assert!(subjects.contains(&"late work"), "the stale commit was kept and merged: {subjects:?}");
+    for role in ["developer", "tester"] {
+        let n = subjects.iter().filter(|s| s.starts_with(&format!("{role}({key})"))).count();
+        assert_eq!(n, 1, "one {role} commit: {subjects:?}");
+    }
+    assert_eq!(git_out(&dep.remote, &["show", &format!("main:tests/{key}.txt")]), format!("test of {key}"));
+    let events = dep.events(&key);
+    assert!(
+        events.iter().any(|e| e["kind"] == "vcs.pushed" && e["data"]["adopted"] == true),
+        "the stale commit was adopted: {events:#?}"
+    );
+    // The tester's first push met the moved branch and was refused, not forced.
+    assert!(
+        events.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("refused"))),
+        "a push was refused by the lease: {events:#?}"
+    );
+    dep.assert_audit_clean();
+}
+
 /// Coding agents often commit by themselves: their commits are pushed and merged
 /// like orch's own, not dropped because nothing was left to stage.
 #[test]

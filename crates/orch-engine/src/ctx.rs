@@ -345,13 +345,15 @@ impl Ctx {
         });
     }
 
-    /// Spawns the agent-running task for a claimed job.
-    pub(crate) fn start_job(self: &Arc<Self>, job: Job) {
+    /// Spawns the agent-running task for a claimed job; `settled` is the worktree
+    /// the item's previous stage left on this node, when its transition claimed
+    /// this job (see `vcs::prepare`).
+    pub(crate) fn start_job(self: &Arc<Self>, job: Job, settled: Option<crate::vcs::Tree>) {
         let (id, epoch) = (job.id, job.epoch);
         let lost = self.own(id, epoch);
         let ctx = Arc::clone(self);
         self.spawn_job_task("job", id, epoch, async move {
-            let r = job::run(&ctx, &job, &lost).await;
+            let r = job::run(&ctx, &job, &lost, settled).await;
             fenced_if_past_deadline(&ctx, &job, r).await
         });
     }

@@ -103,7 +103,8 @@ pub(crate) async fn commit(
 /// transition also records the run (`record_started` for a stage that runs no
 /// process, `record_finished`) and, unless the node is stopping, claims the
 /// item's next job for this node, which starts at once in the slot this one
-/// frees. `item` is the row read when the job started; a stale one is a version
+/// frees, in the worktree `settled` (see `vcs::prepare`). `item` is the row
+/// read when the job started; a stale one is a version
 /// conflict, as in `commit`. Returns the exit and run back, untouched, when the
 /// stage does need the separate writes (gates, a merge), so the caller records
 /// them and finalizes as usual.
@@ -113,6 +114,7 @@ pub(crate) async fn direct(
     item: &Item,
     exit: ExitInfo,
     started: Option<RunInfo>,
+    settled: Option<crate::vcs::Tree>,
 ) -> Result<Option<(ExitInfo, Option<RunInfo>)>, Error> {
     // The job as `record_finished` would have left it, for judging.
     let mut ended = job.clone();
@@ -126,7 +128,7 @@ pub(crate) async fn direct(
         return Ok(Some((exit, started)));
     }
     ctx.metrics.finalizer_started();
-    let r = direct_commit(ctx, job, item, judged, exit, started).await;
+    let r = direct_commit(ctx, job, item, judged, exit, started, settled).await;
     ctx.metrics.finalizer_ended();
     r.map(|()| None)
 }
@@ -138,6 +140,7 @@ async fn direct_commit(
     judged: Judged,
     exit: ExitInfo,
     started: Option<RunInfo>,
+    settled: Option<crate::vcs::Tree>,
 ) -> Result<(), Error> {
     // A run that errored (lost, timed out, could not start) is retried where the
     // scheduler puts it, not pinned to the node it just failed on.
@@ -180,7 +183,7 @@ async fn direct_commit(
             return Ok(());
         }
         info!(item = %next.item, job = %next.id, epoch = next.epoch, stage = %next.stage, "job.claimed with the transition");
-        ctx.start_job(next);
+        ctx.start_job(next, settled);
     }
     Ok(())
 }

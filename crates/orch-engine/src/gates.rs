@@ -49,7 +49,7 @@ pub(crate) async fn run_edge_gates(ctx: &Ctx, job: &Job, lost: &CancellationToke
         let why = format!("{INFRA}cannot prepare the data folder {}: {e}", ctx.layout.root().display());
         return Ok(GatesOutcome::Infra(why));
     }
-    let tree = match vcs::prepare(ctx, job, &item).await {
+    let tree = match vcs::prepare(ctx, job, &item, None).await {
         Ok(tree) => tree,
         Err(vcs::PrepareError::Fenced) => return Ok(GatesOutcome::Stopped),
         Err(vcs::PrepareError::Infra(reason)) => return Ok(GatesOutcome::Infra(reason)),

@@ -19,9 +19,15 @@ use crate::process::Ended;
 use crate::vcs::{self, AfterRun};
 use crate::{Error, adapter, agent_stream, budget, finalize, prompt, untrusted};
 
-/// Runs `job` (claimed by this node at `job.epoch`) to its transition.
+/// Runs `job` (claimed by this node at `job.epoch`) to its transition, in
+/// `settled` when the previous stage left the worktree ready (`vcs::prepare`).
 /// The caller's guard releases the job from the owned map when this returns.
-pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> Result<(), Error> {
+pub(crate) async fn run(
+    ctx: &Arc<Ctx>,
+    job: &Job,
+    lost: &CancellationToken,
+    settled: Option<vcs::Tree>,
+) -> Result<(), Error> {
     let (id, epoch) = (job.id, job.epoch);
     let Some((role, agent)) = ctx.config.agent_for(&job.stage) else {
         // Validation guarantees every stage has an agent; a store row from an older
@@ -38,7 +44,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
     }
     let item = ctx.within_lease(ctx.store.get_item(&job.item)).await?.ok_or(Error::Vanished(id))?;
     // The item's worktree at the SHA the store records, on whichever node this is.
-    let tree = match vcs::prepare(ctx, job, &item).await {
+    let tree = match vcs::prepare(ctx, job, &item, settled).await {
         Ok(tree) => tree,
         Err(vcs::PrepareError::Fenced) => return finalize::fenced_out(ctx, job, "prepare", None).await,
         Err(vcs::PrepareError::Infra(reason)) => {
@@ -48,12 +54,14 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
     };
     let workdir = tree.wt.path.clone();
 
+    // The worktree as the run leaves it, when the next stage can start there.
+    let mut settled = None;
     let exit = if agent.adapter == AdapterKind::None {
         // A stage that is all checks: no process, straight to its gates, or with
         // none, to its transition, which records the start too.
         let run = RunInfo { pid: 0, pgid: 0, proc_start: None, log_path: log_path.display().to_string() };
         let exit = ExitInfo { exit_code: Some(0), reason: None, verdict: None, usage: None };
-        return end_run(ctx, job, lost, &item, exit, Some(run)).await;
+        return end_run(ctx, job, lost, &item, exit, Some(run), Some(tree)).await;
     } else {
         let verdict_path = ctx.layout.verdict_file(id);
         let prompt_path = ctx.layout.prompt_file(id);
@@ -160,7 +168,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
                 let outcome = streamed.as_ref().map(|s| s.parser.outcome());
                 let mut exit = match ended {
                     Ended::Exited(code) => match vcs::after_run(ctx, job, &item, &tree, role.as_str()).await {
-                        Ok(_) => exit_with_verdict(code, agent.verdict, &verdict_path, outcome.as_ref()).await,
+                        Ok(left) => {
+                            settled = left;
+                            exit_with_verdict(code, agent.verdict, &verdict_path, outcome.as_ref()).await
+                        }
                         Err(AfterRun::Fenced) => {
                             return finalize::fenced_out(ctx, job, "push", Some(ctx.now())).await;
                         }
@@ -201,12 +212,13 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &Job, lost: &CancellationToken) -> 
             }
         }
     };
-    end_run(ctx, job, lost, &item, exit, None).await
+    end_run(ctx, job, lost, &item, exit, None, settled).await
 }
 
 /// Ends the run: in one write with its transition when the stage allows it
 /// (`finalize::direct`), else by recording it and finalizing. `started` is the
-/// run `record_started` has not recorded yet (a stage that runs no process).
+/// run `record_started` has not recorded yet (a stage that runs no process);
+/// `settled` the worktree the next stage can start in (`vcs::after_run`).
 async fn end_run(
     ctx: &Arc<Ctx>,
     job: &Job,
@@ -214,13 +226,14 @@ async fn end_run(
     item: &orch_store::Item,
     exit: ExitInfo,
     started: Option<RunInfo>,
+    settled: Option<vcs::Tree>,
 ) -> Result<(), Error> {
     info!(item = %job.item, job = %job.id, epoch = job.epoch, exit = ?exit.exit_code, reason = ?exit.reason, "job.finished");
     // A lost lease or a shutdown is the finalizer's to handle, on the usual path.
     let (exit, started) = if lost.is_cancelled() {
         (exit, started)
     } else {
-        match finalize::direct(ctx, job, item, exit, started).await? {
+        match finalize::direct(ctx, job, item, exit, started, settled).await? {
             Some(back) => back,
             None => return Ok(()),
         }

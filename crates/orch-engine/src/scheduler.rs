@@ -37,7 +37,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                     claimed_full_batch = jobs.len() == free;
                     for job in jobs {
                         info!(item = %job.item, job = %job.id, epoch = job.epoch, stage = %job.stage, "job.claimed");
-                        ctx.start_job(job);
+                        ctx.start_job(job, None);
                     }
                 }
                 Err(err) => warn!(error = %err, "claim failed"),

@@ -56,6 +56,7 @@ enum Cell {
 }
 
 /// An item's worktree, ready for a run.
+#[derive(Clone)]
 pub(crate) struct Tree {
     pub(crate) handle: Arc<RepoHandle>,
     pub(crate) wt: Worktree,
@@ -154,7 +155,18 @@ pub(crate) enum PrepareError {
 /// died between push and record) are adopted — recorded under this job's epoch —
 /// rather than committed again or overwritten; anything on the branch that is not
 /// orch's work on this item is refused, never overwritten.
-pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item) -> Result<Tree, PrepareError> {
+///
+/// `settled` is the worktree a stage that just ended on this node left (see
+/// [`after_run`]) when this job was claimed by that stage's transition: taken as
+/// is when the store still records the commit it is at, with no fetch and no
+/// check. Nothing ran in it since those checks, and the store's record is what
+/// was pushed. A stale owner's late push to the branch meanwhile is caught at
+/// this run's own push (git refuses it: the remote is no longer at the recorded
+/// SHA), and the retry's preparation adopts it.
+pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item, settled: Option<Tree>) -> Result<Tree, PrepareError> {
+    if let Some(tree) = settled.filter(|t| t.still_fits(item)) {
+        return Ok(tree);
+    }
     let fail = |e: String| PrepareError::Infra(format!("{INFRA}{e}"));
     let handle = ctx.repos.get(ctx, &item.repo).await.map_err(fail)?;
     let path = ctx.layout.workdir(&item.key);
@@ -201,39 +213,86 @@ pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item) -> Result<Tree, P
     Ok(Tree { handle, wt, base, main_before, recorded })
 }
 
+impl Tree {
+    /// Whether `item` as the store has it now is still what this worktree is at.
+    fn still_fits(&self, item: &Item) -> bool {
+        self.handle.repo.spec().name == item.repo
+            && self.wt.branch == branch_of(item)
+            && self.recorded.is_some()
+            && self.recorded == item.head_sha
+            && self.base == item.head_sha.clone().unwrap_or_default()
+    }
+
+    /// The tree at `sha`, clean, the store recording it: what a push leaves.
+    fn at(&self, sha: &str) -> Tree {
+        Tree { base: sha.to_owned(), recorded: Some(sha.to_owned()), ..self.clone() }
+    }
+}
+
 /// After a run: checks the agent stayed on its branch, commits what it changed,
 /// pushes fenced by the SHA the store holds, records the push fenced by the job's
-/// epoch, and opens or updates the item's pull request. `Ok(None)` when the run
-/// changed nothing.
+/// epoch, and opens or updates the item's pull request.
+///
+/// Returns the worktree as it is left when it is settled — clean, on its branch,
+/// at the commit the store records — so that the next stage, if this node
+/// claims it with the transition, starts there without asking git again
+/// (`None` when it is not, e.g. this job's commit was found pushed by an
+/// earlier run of it).
 pub(crate) async fn after_run(
     ctx: &Ctx,
     job: &Job,
     item: &Item,
     tree: &Tree,
     role: &str,
-) -> Result<Option<String>, AfterRun> {
+) -> Result<Option<Tree>, AfterRun> {
     let repo = &tree.handle.repo;
     let main = repo.spec().main_branch.clone();
-    if let Err(e) = tree.wt.check_contained(&tree.base, &main, tree.main_before.as_deref()).await {
-        let why = e.to_string();
-        warn!(item = %job.item, job = %job.id, reason = %why, "agent left its branch; restoring it");
-        if let Err(e) = tree.wt.restore(&tree.base, &main, tree.main_before.as_deref()).await {
-            return Err(AfterRun::Infra(format!("{INFRA}cannot restore the branch after the agent left it: {e}")));
+    // One `git status` serves the containment check and the commit.
+    let status = match tree.wt.status().await {
+        Ok(status) => {
+            tree.wt.check_contained(&status, &tree.base, &main, tree.main_before.as_deref()).await.map(|()| status)
         }
-        return Err(AfterRun::Contained(format!("{why}; the branch was restored to {}", short(&tree.base))));
-    }
+        Err(e) => Err(e),
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let why = e.to_string();
+            warn!(item = %job.item, job = %job.id, reason = %why, "agent left its branch; restoring it");
+            if let Err(e) = tree.wt.restore(&tree.base, &main, tree.main_before.as_deref()).await {
+                return Err(AfterRun::Infra(format!("{INFRA}cannot restore the branch after the agent left it: {e}")));
+            }
+            return Err(AfterRun::Contained(format!("{why}; the branch was restored to {}", short(&tree.base))));
+        }
+    };
     let infra = |e: orch_vcs::Error| AfterRun::Infra(format!("{INFRA}{e}"));
     // This very job pushed before (a record that failed after a push; a job
     // released at shutdown runs again under its id): the commit is on the
     // remote, already fetched by `prepare` at the start of this run; record it
-    // rather than commit again.
+    // rather than commit again. A job at epoch 1 is on its first run (every
+    // release or recovery moves the epoch on), so it cannot have.
     let branch = tree.wt.branch.clone();
-    let existing = repo.find_job_commit(&branch, job.id.0, tree.recorded.as_deref()).await.map_err(infra)?;
+    let existing = if job.epoch > 1 {
+        repo.find_job_commit(&branch, job.id.0, tree.recorded.as_deref()).await.map_err(infra)?
+    } else {
+        None
+    };
+    let mut settled = true;
     let (sha, committed) = match existing {
         Some(sha) => {
             info!(item = %job.item, job = %job.id, sha = %sha, "found this job's pushed commit; recording it");
+            // The worktree may hold this run's changes, uncommitted.
+            settled = false;
             (sha, false)
         }
+        None if !status.changed => match status.head {
+            // Nothing changed, no commit made: nothing to push.
+            Some(head) if head == tree.base => return Ok(Some(tree.clone())),
+            // An agent that commits by itself (as coding agents do) has moved HEAD:
+            // that work is pushed too.
+            Some(head) => (head, true),
+            None => return Err(AfterRun::Infra(format!("{INFRA}the worktree's branch {branch} has no commit"))),
+        },
         None => {
             let message = format!(
                 "{role}({key}): auto-commit from {role} job {id}\n\nRefs: {key}\nOrch-Job: {id}\nOrch-Attempt: {n}\n",
@@ -243,9 +302,10 @@ pub(crate) async fn after_run(
             );
             match tree.wt.commit_all(&message, &tree.handle.author).await.map_err(infra)? {
                 Some(sha) => (sha, true),
-                // Nothing left to stage, but an agent that commits by itself (as
-                // coding agents do) has moved HEAD: that work is pushed too.
+                // git status saw a change that `add --all` did not stage: push
+                // what HEAD has, but leave the worktree to a full preparation.
                 None => {
+                    settled = false;
                     let head = tree.wt.head().await.map_err(infra)?;
                     if head == tree.base {
                         return Ok(None);
@@ -294,7 +354,7 @@ pub(crate) async fn after_run(
     if let Err(e) = upsert_pr(ctx, job, item, tree, &sha).await {
         warn!(item = %job.item, error = %e, "cannot open or update the pull request");
     }
-    Ok(Some(sha))
+    Ok(settled.then(|| tree.at(&sha)))
 }
 
 /// Opens the item's pull request at its first push, or moves its head.

@@ -18,7 +18,7 @@ mod repo;
 pub use branch::{SLUG_MAX, item_branch, slug};
 pub use forge::{CheckStatus, Forge, ForgeError, PrRef, PrSpec};
 pub use git::Git;
-pub use repo::{Author, Preview, Repo, RepoSpec, Worktree, resolve_remote};
+pub use repo::{Author, Preview, Repo, RepoSpec, Status, Worktree, resolve_remote};
 
 /// What merging an item into main did.
 #[derive(Clone, Debug, PartialEq, Eq)]

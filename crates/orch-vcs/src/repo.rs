@@ -71,6 +71,36 @@ pub struct Worktree {
     pub branch: String,
 }
 
+/// A worktree as one `git status` sees it: enough to judge a run that ended
+/// without asking git again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The branch HEAD is on (its short name); `None` when detached.
+    pub branch: Option<String>,
+    /// HEAD's commit; `None` on an unborn branch.
+    pub head: Option<String>,
+    /// Whether anything `git add --all` would stage is there: a tracked file
+    /// changed or deleted, or an untracked file that is not ignored.
+    pub changed: bool,
+}
+
+impl Status {
+    /// Parses `git status --porcelain=v2 --branch`.
+    fn parse(out: &str) -> Self {
+        let mut status = Status { branch: None, head: None, changed: false };
+        for line in out.lines() {
+            if let Some(oid) = line.strip_prefix("# branch.oid ") {
+                status.head = (oid != "(initial)").then(|| oid.to_owned());
+            } else if let Some(name) = line.strip_prefix("# branch.head ") {
+                status.branch = (name != "(detached)").then(|| name.to_owned());
+            } else if !line.starts_with('#') && !line.is_empty() {
+                status.changed = true;
+            }
+        }
+        status
+    }
+}
+
 impl Repo {
     /// A repo whose mirror is (or will be) at `mirror`.
     pub fn new(git: Git, spec: RepoSpec, mirror: PathBuf) -> Self {
@@ -585,33 +615,46 @@ impl Worktree {
         })
     }
 
+    /// The worktree's branch, HEAD and whether it has changes, in one git call.
+    ///
+    /// # Errors
+    /// Git failures (a worktree an agent broke).
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.git.run(&self.path, &["status", "--porcelain=v2", "--branch"]).await.map(|out| Status::parse(&out))
+    }
+
     /// Checks that an agent left the worktree on its branch, descending from
     /// `base` (the SHA the run started at), and did not touch `main`: an agent may
-    /// add commits, never switch branches or rewrite what was pushed.
+    /// add commits, never switch branches or rewrite what was pushed. `status` is
+    /// the worktree's as read after the run.
     ///
     /// # Errors
     /// `Error::Contained` naming what the agent did.
-    pub async fn check_contained(&self, base: &str, main_branch: &str, main_before: Option<&str>) -> Result<(), Error> {
-        let head_ref = self.git.output(&self.path, &["symbolic-ref", "--quiet", "HEAD"], &[]).await?;
-        let on = head_ref.stdout.trim();
-        if head_ref.code != 0 {
+    pub async fn check_contained(
+        &self,
+        status: &Status,
+        base: &str,
+        main_branch: &str,
+        main_before: Option<&str>,
+    ) -> Result<(), Error> {
+        let Some(on) = status.branch.as_deref() else {
             return Err(Error::Contained { what: "the agent detached HEAD from the item branch".to_owned() });
-        }
-        if on != format!("refs/heads/{}", self.branch) {
-            return Err(Error::Contained { what: format!("the agent checked out {on} instead of the item branch") });
-        }
-        let desc = self.git.output(&self.path, &["merge-base", "--is-ancestor", base, "HEAD"], &[]).await?;
-        if desc.code != 0 {
+        };
+        if on != self.branch {
             return Err(Error::Contained {
-                what: format!("the agent rewrote pushed history (HEAD no longer descends from {base})"),
+                what: format!("the agent checked out refs/heads/{on} instead of the item branch"),
             });
         }
-        let main_now = self
-            .git
-            .output(&self.path, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{main_branch}")], &[])
-            .await?;
-        let main_now = (main_now.code == 0).then(|| main_now.stdout.trim().to_owned());
-        if main_now.as_deref() != main_before {
+        // HEAD still at the base needs no ancestry walk.
+        if status.head.as_deref() != Some(base) {
+            let desc = self.git.output(&self.path, &["merge-base", "--is-ancestor", base, "HEAD"], &[]).await?;
+            if desc.code != 0 {
+                return Err(Error::Contained {
+                    what: format!("the agent rewrote pushed history (HEAD no longer descends from {base})"),
+                });
+            }
+        }
+        if self.local_branch_sha(main_branch).await?.as_deref() != main_before {
             return Err(Error::Contained { what: format!("the agent committed on {main_branch}") });
         }
         Ok(())
