@@ -242,6 +242,13 @@ impl JobCgroup {
     /// it is empty (bounded: a cgroup that will not empty is left for the next
     /// sweep and logged).
     pub fn remove(self) {
+        // The usual case: every process of the run ended with the agent. An empty
+        // cgroup has nothing to kill, and whatever it re-parented to the node and
+        // left a zombie is reaped by the heartbeat (a scan of /proc, too slow for
+        // the hand-off between two stages).
+        if self.pids().is_empty() && fs::remove_dir(&self.dir).is_ok() {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             self.kill();

@@ -214,13 +214,13 @@ pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item, settled: Option<T
 }
 
 impl Tree {
-    /// Whether `item` as the store has it now is still what this worktree is at.
+    /// Whether `item` as the store has it now is still what this worktree is at:
+    /// the commit the store records, or with none recorded yet, the same none.
     fn still_fits(&self, item: &Item) -> bool {
         self.handle.repo.spec().name == item.repo
             && self.wt.branch == branch_of(item)
-            && self.recorded.is_some()
             && self.recorded == item.head_sha
-            && self.base == item.head_sha.clone().unwrap_or_default()
+            && item.head_sha.as_ref().is_none_or(|h| *h == self.base)
     }
 
     /// The tree at `sha`, clean, the store recording it: what a push leaves.
@@ -248,7 +248,7 @@ pub(crate) async fn after_run(
     let repo = &tree.handle.repo;
     let main = repo.spec().main_branch.clone();
     // One `git status` serves the containment check and the commit.
-    let status = match tree.wt.status().await {
+    let status = match tree.wt.status(&main).await {
         Ok(status) => {
             tree.wt.check_contained(&status, &tree.base, &main, tree.main_before.as_deref()).await.map(|()| status)
         }

@@ -82,12 +82,14 @@ pub struct Status {
     /// Whether anything `git add --all` would stage is there: a tracked file
     /// changed or deleted, or an untracked file that is not ignored.
     pub changed: bool,
+    /// The local main branch's commit in the worktree's repository, if any.
+    pub main: Option<String>,
 }
 
 impl Status {
     /// Parses `git status --porcelain=v2 --branch`.
     fn parse(out: &str) -> Self {
-        let mut status = Status { branch: None, head: None, changed: false };
+        let mut status = Status { branch: None, head: None, changed: false, main: None };
         for line in out.lines() {
             if let Some(oid) = line.strip_prefix("# branch.oid ") {
                 status.head = (oid != "(initial)").then(|| oid.to_owned());
@@ -615,18 +617,25 @@ impl Worktree {
         })
     }
 
-    /// The worktree's branch, HEAD and whether it has changes, in one git call.
+    /// The worktree's branch, HEAD, whether it has changes, and where the local
+    /// `main_branch` is: two git calls, run at once.
     ///
     /// # Errors
     /// Git failures (a worktree an agent broke).
-    pub async fn status(&self) -> Result<Status, Error> {
-        self.git.run(&self.path, &["status", "--porcelain=v2", "--branch"]).await.map(|out| Status::parse(&out))
+    pub async fn status(&self, main_branch: &str) -> Result<Status, Error> {
+        let (status, main) = tokio::join!(
+            // Without the optional index lock: no index write (a third of the
+            // call's time), and a stray `index.lock` an agent left cannot fail it.
+            self.git.run(&self.path, &["--no-optional-locks", "status", "--porcelain=v2", "--branch"]),
+            self.local_branch_sha(main_branch)
+        );
+        Ok(Status { main: main?, ..Status::parse(&status?) })
     }
 
     /// Checks that an agent left the worktree on its branch, descending from
     /// `base` (the SHA the run started at), and did not touch `main`: an agent may
     /// add commits, never switch branches or rewrite what was pushed. `status` is
-    /// the worktree's as read after the run.
+    /// the worktree's as read after the run, with the same `main_branch`.
     ///
     /// # Errors
     /// `Error::Contained` naming what the agent did.
@@ -654,7 +663,7 @@ impl Worktree {
                 });
             }
         }
-        if self.local_branch_sha(main_branch).await?.as_deref() != main_before {
+        if status.main.as_deref() != main_before {
             return Err(Error::Contained { what: format!("the agent committed on {main_branch}") });
         }
         Ok(())

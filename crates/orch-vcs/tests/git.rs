@@ -162,23 +162,24 @@ async fn an_agent_that_leaves_its_branch_is_caught_and_undone() {
     let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
     let base = wt.head().await.unwrap();
     let main_before = wt.local_branch_sha("main").await.unwrap();
-    wt.check_contained(&wt.status().await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap();
+    wt.check_contained(&wt.status("main").await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap();
 
     // Commits on main in the worktree's repository.
     git(&wt.path, &["checkout", "--quiet", "-B", "main", "refs/remotes/origin/main"]);
     std::fs::write(wt.path.join("evil.txt"), "x\n").unwrap();
     git(&wt.path, &["add", "."]);
     git(&wt.path, &["-c", "user.name=a", "-c", "user.email=a@x", "commit", "--quiet", "-m", "evil"]);
-    let err = wt.check_contained(&wt.status().await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap_err();
+    let err =
+        wt.check_contained(&wt.status("main").await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap_err();
     assert!(err.to_string().contains("checked out refs/heads/main"), "{err}");
     wt.restore(&base, "main", main_before.as_deref()).await.unwrap();
-    wt.check_contained(&wt.status().await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap();
+    wt.check_contained(&wt.status("main").await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap();
     assert!(!wt.path.join("evil.txt").exists());
 
     // Detaches HEAD, and rewrites history below the recorded base.
     git(&wt.path, &["checkout", "--quiet", "--detach"]);
     assert!(
-        wt.check_contained(&wt.status().await.unwrap(), &base, "main", main_before.as_deref())
+        wt.check_contained(&wt.status("main").await.unwrap(), &base, "main", main_before.as_deref())
             .await
             .unwrap_err()
             .to_string()
@@ -191,7 +192,7 @@ async fn an_agent_that_leaves_its_branch_is_caught_and_undone() {
     std::fs::write(wt.path.join("g.txt"), "2\n").unwrap();
     wt.commit_all(&msg(2), &Author::default()).await.unwrap();
     assert!(
-        wt.check_contained(&wt.status().await.unwrap(), &c1, "main", main_before.as_deref())
+        wt.check_contained(&wt.status("main").await.unwrap(), &c1, "main", main_before.as_deref())
             .await
             .unwrap_err()
             .to_string()
@@ -208,8 +209,12 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
     let branch = "feature/SHOP-1-bug-s";
     let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
     let head = wt.head().await.unwrap();
-    let clean = wt.status().await.unwrap();
-    assert_eq!(clean, orch_vcs::Status { branch: Some(branch.to_owned()), head: Some(head.clone()), changed: false });
+    let clean = wt.status("main").await.unwrap();
+    let main = wt.local_branch_sha("main").await.unwrap();
+    assert_eq!(
+        clean,
+        orch_vcs::Status { branch: Some(branch.to_owned()), head: Some(head.clone()), changed: false, main }
+    );
 
     // Ignored files and empty directories are not changes; add --all stages neither.
     std::fs::create_dir(wt.path.join("empty")).unwrap();
@@ -218,7 +223,7 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
     git(&wt.path, &["-c", "user.name=a", "-c", "user.email=a@x", "commit", "--quiet", "-m", "ignore"]);
     std::fs::create_dir(wt.path.join("target")).unwrap();
     std::fs::write(wt.path.join("target/out.bin"), "x").unwrap();
-    assert!(!wt.status().await.unwrap().changed, "only ignored files and an empty directory");
+    assert!(!wt.status("main").await.unwrap().changed, "only ignored files and an empty directory");
     assert_eq!(wt.commit_all(&msg(1), &Author::default()).await.unwrap(), None);
 
     // An untracked file, a modified one, a deleted one: each is a change.
@@ -230,13 +235,13 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
             "modified" => std::fs::write(wt.path.join(&first), "changed\n").unwrap(),
             _ => std::fs::remove_file(wt.path.join(&first)).unwrap(),
         }
-        assert!(wt.status().await.unwrap().changed, "{change}");
+        assert!(wt.status("main").await.unwrap().changed, "{change}");
         assert!(wt.commit_all(&msg(2), &Author::default()).await.unwrap().is_some(), "{change}");
-        assert!(!wt.status().await.unwrap().changed, "{change}: clean after the commit");
+        assert!(!wt.status("main").await.unwrap().changed, "{change}: clean after the commit");
     }
 
     git(&wt.path, &["checkout", "--quiet", "--detach"]);
-    assert_eq!(wt.status().await.unwrap().branch, None);
+    assert_eq!(wt.status("main").await.unwrap().branch, None);
 }
 
 /// An agent that stays on its branch but moves the repository's local main is
@@ -251,7 +256,8 @@ async fn an_agent_that_moves_main_from_its_branch_is_caught() {
     std::fs::write(wt.path.join("f.txt"), "1\n").unwrap();
     let c1 = wt.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
     git(&wt.path, &["branch", "--quiet", "--force", "main", &c1]);
-    let err = wt.check_contained(&wt.status().await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap_err();
+    let err =
+        wt.check_contained(&wt.status("main").await.unwrap(), &base, "main", main_before.as_deref()).await.unwrap_err();
     assert!(err.to_string().contains("committed on main"), "{err}");
 }
 
