@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_event_stream.sql")),
     (7, include_str!("../migrations/sqlite/0007_usage.sql")),
     (8, include_str!("../migrations/sqlite/0008_seed_status_counts.sql")),
+    (9, include_str!("../migrations/sqlite/0009_counters_without_in_lists.sql")),
 ];
 
 /// The highest schema version this binary knows.
