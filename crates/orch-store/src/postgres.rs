@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_event_stream.sql")),
     (7, include_str!("../migrations/postgres/0007_usage.sql")),
     (8, include_str!("../migrations/postgres/0008_seed_status_counts.sql")),
+    (9, include_str!("../migrations/postgres/0009_counters_without_in_lists.sql")),
 ];
 
 /// The channel every enqueue notifies.
