@@ -164,7 +164,7 @@ pub(crate) enum PrepareError {
 /// this run's own push (git refuses it: the remote is no longer at the recorded
 /// SHA), and the retry's preparation adopts it.
 pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item, settled: Option<Tree>) -> Result<Tree, PrepareError> {
-    if let Some(tree) = settled.filter(|t| t.still_fits(item)) {
+    if let Some(tree) = settled.filter(|t| t.still_fits(item) && t.handle.repo.links_worktree(&t.wt.path)) {
         return Ok(tree);
     }
     let fail = |e: String| PrepareError::Infra(format!("{INFRA}{e}"));
@@ -217,16 +217,22 @@ impl Tree {
     /// Whether `item` as the store has it now is still what this worktree is at:
     /// the commit the store records, or with none recorded yet, the same none.
     fn still_fits(&self, item: &Item) -> bool {
-        self.handle.repo.spec().name == item.repo
-            && self.wt.branch == branch_of(item)
-            && self.recorded == item.head_sha
-            && item.head_sha.as_ref().is_none_or(|h| *h == self.base)
+        settled_fits(&self.handle.repo.spec().name, &self.wt.branch, &self.base, self.recorded.as_deref(), item)
     }
 
     /// The tree at `sha`, clean, the store recording it: what a push leaves.
     fn at(&self, sha: &str) -> Tree {
         Tree { base: sha.to_owned(), recorded: Some(sha.to_owned()), ..self.clone() }
     }
+}
+
+/// Whether a settled worktree of `repo` on `branch` at `base`, the store having
+/// recorded `recorded` for it, is still what `item` (as read now) says.
+fn settled_fits(repo: &str, branch: &str, base: &str, recorded: Option<&str>, item: &Item) -> bool {
+    repo == item.repo
+        && branch == branch_of(item)
+        && recorded == item.head_sha.as_deref()
+        && item.head_sha.as_deref().is_none_or(|h| h == base)
 }
 
 /// After a run: checks the agent stayed on its branch, commits what it changed,
@@ -506,4 +512,45 @@ pub(crate) async fn sweep_worktrees(ctx: &Ctx) {
 
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(head: Option<&str>) -> Item {
+        Item {
+            key: "SHOP-1".parse().unwrap(),
+            repo: "shop".into(),
+            kind: orch_core::ItemKind::Bug,
+            title: "t".into(),
+            body: String::new(),
+            track: orch_core::TrackName::new("quick"),
+            stage: orch_core::StageName::new("testing"),
+            status: orch_core::ItemStatus::Running,
+            version: 3,
+            attempts: std::collections::BTreeMap::new(),
+            branch: Some("feature/SHOP-1-bug-t".into()),
+            head_sha: head.map(str::to_owned),
+            pr: None,
+            created_at: orch_core::Timestamp::from_millis(0),
+            updated_at: orch_core::Timestamp::from_millis(0),
+        }
+    }
+
+    /// A settled worktree is taken only while the store still says what it is at;
+    /// anything else (another push recorded, another branch or repo) goes through
+    /// the full preparation.
+    #[test]
+    fn a_settled_worktree_fits_only_what_the_store_still_records() {
+        let b = "feature/SHOP-1-bug-t";
+        assert!(settled_fits("shop", b, "aaa", Some("aaa"), &item(Some("aaa"))));
+        assert!(settled_fits("shop", b, "main-sha", None, &item(None)), "nothing pushed yet, on either side");
+        assert!(!settled_fits("shop", b, "aaa", Some("aaa"), &item(Some("bbb"))), "a newer push recorded");
+        assert!(!settled_fits("shop", b, "main-sha", None, &item(Some("bbb"))), "a push recorded since");
+        assert!(!settled_fits("shop", b, "aaa", Some("aaa"), &item(None)), "the record went away");
+        assert!(!settled_fits("shop", b, "zzz", Some("aaa"), &item(Some("aaa"))), "not at the recorded commit");
+        assert!(!settled_fits("shop", "feature/other", "aaa", Some("aaa"), &item(Some("aaa"))), "another branch");
+        assert!(!settled_fits("other", b, "aaa", Some("aaa"), &item(Some("aaa"))), "another repo");
+    }
 }

@@ -278,6 +278,24 @@ impl Repo {
         out.code == 0 && common.is_some() && common == std::fs::canonicalize(&self.mirror).ok()
     }
 
+    /// Whether `path`'s `.git` is still the file git wrote when this mirror made
+    /// the worktree (a regular file naming a folder of the mirror's `worktrees`),
+    /// read without running git: the quick check for a worktree reused as a
+    /// stage left it. An agent that replaced it (a repository of its own, a link)
+    /// fails this and its worktree gets the full preparation.
+    pub fn links_worktree(&self, path: &Path) -> bool {
+        let dot_git = path.join(".git");
+        if !std::fs::symlink_metadata(&dot_git).is_ok_and(|m| m.file_type().is_file()) {
+            return false;
+        }
+        let Ok(text) = std::fs::read_to_string(&dot_git) else { return false };
+        let Some(dir) = text.trim_end().strip_prefix("gitdir: ") else { return false };
+        match (std::fs::canonicalize(dir), std::fs::canonicalize(&self.mirror)) {
+            (Ok(dir), Ok(mirror)) => dir.parent() == Some(mirror.join("worktrees").as_path()),
+            _ => false,
+        }
+    }
+
     /// Removes an item's worktree (done or cancelled items).
     ///
     /// # Errors

@@ -244,6 +244,36 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
     assert_eq!(wt.status("main").await.unwrap().branch, None);
 }
 
+/// The quick check of a reused worktree's `.git` (no git call) accepts what git
+/// wrote and refuses what an agent could put in its place.
+#[tokio::test]
+async fn a_worktree_whose_dot_git_was_replaced_is_not_taken_as_linked() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-l", None).await.unwrap();
+    assert!(w.repo.links_worktree(&wt.path));
+    let dot_git = wt.path.join(".git");
+    let original = std::fs::read_to_string(&dot_git).unwrap();
+
+    // A pointer to another repository's worktree folder.
+    let elsewhere = w.wt("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("worktrees/x")).unwrap();
+    std::fs::write(&dot_git, format!("gitdir: {}\n", elsewhere.join("worktrees/x").display())).unwrap();
+    assert!(!w.repo.links_worktree(&wt.path), "points outside the mirror");
+    // A link to the original file, and a repository of the agent's own.
+    std::fs::remove_file(&dot_git).unwrap();
+    let copy = w.wt("dot-git-copy");
+    std::fs::write(&copy, &original).unwrap();
+    std::os::unix::fs::symlink(&copy, &dot_git).unwrap();
+    assert!(!w.repo.links_worktree(&wt.path), "a symlink");
+    std::fs::remove_file(&dot_git).unwrap();
+    git(&wt.path, &["init", "--quiet"]);
+    assert!(!w.repo.links_worktree(&wt.path), "a repository of its own");
+    std::fs::remove_dir_all(&dot_git).unwrap();
+    std::fs::write(&dot_git, &original).unwrap();
+    assert!(w.repo.links_worktree(&wt.path), "restored");
+}
+
 /// An agent that stays on its branch but moves the repository's local main is
 /// caught by the main check, not only by the branch check.
 #[tokio::test]
