@@ -644,7 +644,12 @@ impl Worktree {
         let (status, main) = tokio::join!(
             // Without the optional index lock: no index write (a third of the
             // call's time), and a stray `index.lock` an agent left cannot fail it.
-            self.git.run(&self.path, &["--no-optional-locks", "status", "--porcelain=v2", "--branch"]),
+            // Untracked files are asked for on the command line: the mirror's
+            // config, which an agent can write, could say `showUntrackedFiles = no`.
+            self.git.run(
+                &self.path,
+                &["--no-optional-locks", "status", "--porcelain=v2", "--branch", "--untracked-files=normal"],
+            ),
             self.local_branch_sha(main_branch)
         );
         Ok(Status { main: main?, ..Status::parse(&status?) })

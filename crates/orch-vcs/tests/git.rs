@@ -240,6 +240,13 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
         assert!(!wt.status("main").await.unwrap().changed, "{change}: clean after the commit");
     }
 
+    // The repository's config is the agent's to write: hiding untracked files
+    // there must not hide them from orch.
+    git(&wt.path, &["config", "status.showUntrackedFiles", "no"]);
+    std::fs::write(wt.path.join("hidden.txt"), "h\n").unwrap();
+    assert!(wt.status("main").await.unwrap().changed, "showUntrackedFiles=no in the config");
+    assert!(wt.commit_all(&msg(3), &Author::default()).await.unwrap().is_some());
+
     git(&wt.path, &["checkout", "--quiet", "--detach"]);
     assert_eq!(wt.status("main").await.unwrap().branch, None);
 }
