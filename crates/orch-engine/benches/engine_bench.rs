@@ -30,7 +30,9 @@
 //!   (`sleep 120`) are the child's children; their RSS is not counted.
 //!
 //! Every stage works on a real git repository (a worktree per item, pushes, the
-//! merge), so every figure includes orch's git work.
+//! merge), so every figure includes orch's git work. After every case the bench
+//! audits the case's store as `orch audit` does and fails on any breach: a figure
+//! bought by breaking a guarantee is not a figure.
 //!
 //! Run: `cargo bench -p orch-engine --bench engine_bench`
 //! Env:
@@ -340,6 +342,15 @@ async fn run_case(backend: &str, agent: Agent, concurrency: usize, items: usize,
     let elapsed = started.elapsed();
     node.shutdown_token().cancel();
     let _ = run.await;
+    // What `orch audit` runs: speed must not have cost a guarantee (I1-I4).
+    let audit = orch_engine::audit::audit_store(store.as_ref(), &config).await.expect("audit the case's store");
+    assert!(
+        audit.is_clean(),
+        "{backend} {} c={concurrency}: the audit found {} breaches: {:#?}",
+        agent.label(),
+        audit.breaches_total,
+        audit.breaches
+    );
 
     let items_jobs = done_items_jobs(store.as_ref()).await;
     let mut latencies: Vec<i64> = items_jobs
@@ -357,6 +368,10 @@ async fn run_case(backend: &str, agent: Agent, concurrency: usize, items: usize,
         pct(&latencies, 0.5),
         pct(&latencies, 0.99),
         status_field("self", "VmHWM:"),
+    );
+    println!(
+        "    audit (what `orch audit` runs): {} items, {} events, {} breaches, {} fenced-out notices",
+        audit.items_checked, audit.events_checked, audit.breaches_total, audit.notices_total
     );
     if sequential && agent != Agent::None {
         // Stage k's finish as the node recorded it -> stage k+1 claimed (`started_at`).
