@@ -183,7 +183,10 @@ async fn direct_commit(
             return Ok(());
         }
         info!(item = %next.item, job = %next.id, epoch = next.epoch, stage = %next.stage, "job.claimed with the transition");
-        ctx.start_job(next, settled);
+        // A job at epoch 1 never had another owner. One taken over (epoch > 1)
+        // may have a stale owner whose late push lands on the branch after this
+        // owner's fetch: its next stage prepares in full, fetching again.
+        ctx.start_job(next, settled.filter(|_| job.epoch == 1));
     }
     Ok(())
 }

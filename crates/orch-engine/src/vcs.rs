@@ -164,7 +164,9 @@ pub(crate) enum PrepareError {
 /// this run's own push (git refuses it: the remote is no longer at the recorded
 /// SHA), and the retry's preparation adopts it.
 pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item, settled: Option<Tree>) -> Result<Tree, PrepareError> {
-    if let Some(tree) = settled.filter(|t| t.still_fits(item) && t.handle.repo.links_worktree(&t.wt.path)) {
+    if let Some(tree) =
+        settled.filter(|t| t.still_fits(item) && t.handle.repo.worktree_is_at(&t.wt.path, &t.wt.branch, &t.base))
+    {
         return Ok(tree);
     }
     let fail = |e: String| PrepareError::Infra(format!("{INFRA}{e}"));

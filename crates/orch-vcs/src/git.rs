@@ -91,6 +91,9 @@ impl Git {
             .env("GIT_PAGER", "cat")
             .env("LC_ALL", "C")
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            // `refs/replace/*` an agent adds to the shared mirror would make git
+            // show other content under a commit's id (checkouts, merges, logs).
+            .env("GIT_NO_REPLACE_OBJECTS", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

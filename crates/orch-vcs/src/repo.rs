@@ -278,22 +278,33 @@ impl Repo {
         out.code == 0 && common.is_some() && common == std::fs::canonicalize(&self.mirror).ok()
     }
 
-    /// Whether `path`'s `.git` is still the file git wrote when this mirror made
-    /// the worktree (a regular file naming a folder of the mirror's `worktrees`),
-    /// read without running git: the quick check for a worktree reused as a
-    /// stage left it. An agent that replaced it (a repository of its own, a link)
-    /// fails this and its worktree gets the full preparation.
-    pub fn links_worktree(&self, path: &Path) -> bool {
+    /// Whether the worktree at `path` is still exactly as a run left it: its `.git`
+    /// is the file git wrote when this mirror made it (not a repository or link
+    /// an agent put there), its administrative folder in the mirror points back
+    /// at it and at the mirror, its HEAD is on `branch`, and `branch` is at
+    /// `sha`. Read from the files, without running git: the quick check of a
+    /// worktree reused between two stages. Anything unexpected, or a ref git
+    /// has packed, answers `false`, and the caller prepares the worktree in full.
+    pub fn worktree_is_at(&self, path: &Path, branch: &str, sha: &str) -> bool {
+        let regular = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
+        let read = |p: &Path| if regular(p) { std::fs::read_to_string(p).ok() } else { None };
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
         let dot_git = path.join(".git");
-        if !std::fs::symlink_metadata(&dot_git).is_ok_and(|m| m.file_type().is_file()) {
+        let Some(text) = read(&dot_git) else { return false };
+        let Some(admin) = text.trim_end().strip_prefix("gitdir: ").map(PathBuf::from) else { return false };
+        let (Some(admin), Some(mirror)) = (canon(&admin), canon(&self.mirror)) else { return false };
+        if admin.parent() != Some(mirror.join("worktrees").as_path()) {
             return false;
         }
-        let Ok(text) = std::fs::read_to_string(&dot_git) else { return false };
-        let Some(dir) = text.trim_end().strip_prefix("gitdir: ") else { return false };
-        match (std::fs::canonicalize(dir), std::fs::canonicalize(&self.mirror)) {
-            (Ok(dir), Ok(mirror)) => dir.parent() == Some(mirror.join("worktrees").as_path()),
-            _ => false,
-        }
+        let back = read(&admin.join("gitdir")).and_then(|t| canon(Path::new(t.trim_end())));
+        let common = read(&admin.join("commondir")).and_then(|t| canon(&admin.join(t.trim_end())));
+        let head = read(&admin.join("HEAD"));
+        let tip = read(&mirror.join("refs/heads").join(branch));
+        back.is_some()
+            && back == canon(&dot_git)
+            && common.as_ref() == Some(&mirror)
+            && head.as_deref().map(str::trim_end) == Some(format!("ref: refs/heads/{branch}").as_str())
+            && tip.as_deref().map(str::trim_end) == Some(sha)
     }
 
     /// Removes an item's worktree (done or cancelled items).
@@ -646,9 +657,21 @@ impl Worktree {
             // call's time), and a stray `index.lock` an agent left cannot fail it.
             // Untracked files are asked for on the command line: the mirror's
             // config, which an agent can write, could say `showUntrackedFiles = no`.
+            // And submodules are never ignored, nor the untracked cache (kept in
+            // the index, which the agent can write) trusted: `add --all`, which
+            // this call stands in for, consults neither.
             self.git.run(
                 &self.path,
-                &["--no-optional-locks", "status", "--porcelain=v2", "--branch", "--untracked-files=normal"],
+                &[
+                    "-c",
+                    "core.untrackedCache=false",
+                    "--no-optional-locks",
+                    "status",
+                    "--porcelain=v2",
+                    "--branch",
+                    "--untracked-files=normal",
+                    "--ignore-submodules=none",
+                ],
             ),
             self.local_branch_sha(main_branch)
         );

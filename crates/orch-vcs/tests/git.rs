@@ -251,14 +251,19 @@ async fn status_reports_branch_head_and_what_add_all_would_stage() {
     assert_eq!(wt.status("main").await.unwrap().branch, None);
 }
 
-/// The quick check of a reused worktree's `.git` (no git call) accepts what git
-/// wrote and refuses what an agent could put in its place.
+/// The quick check of a worktree reused between stages (no git call) accepts what
+/// git wrote and refuses what an agent, in this worktree or another one sharing
+/// the mirror, could have changed.
 #[tokio::test]
-async fn a_worktree_whose_dot_git_was_replaced_is_not_taken_as_linked() {
+async fn a_worktree_is_taken_as_settled_only_as_git_left_it() {
     let w = World::new();
     w.repo.ensure().await.unwrap();
-    let wt = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-l", None).await.unwrap();
-    assert!(w.repo.links_worktree(&wt.path));
+    let branch = "feature/SHOP-1-bug-l";
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), branch, None).await.unwrap();
+    let base = wt.head().await.unwrap();
+    assert!(w.repo.worktree_is_at(&wt.path, branch, &base));
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, "0000000000000000000000000000000000000000"), "another commit");
+    assert!(!w.repo.worktree_is_at(&wt.path, "feature/other", &base), "another branch");
     let dot_git = wt.path.join(".git");
     let original = std::fs::read_to_string(&dot_git).unwrap();
 
@@ -266,19 +271,53 @@ async fn a_worktree_whose_dot_git_was_replaced_is_not_taken_as_linked() {
     let elsewhere = w.wt("elsewhere");
     std::fs::create_dir_all(elsewhere.join("worktrees/x")).unwrap();
     std::fs::write(&dot_git, format!("gitdir: {}\n", elsewhere.join("worktrees/x").display())).unwrap();
-    assert!(!w.repo.links_worktree(&wt.path), "points outside the mirror");
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, &base), "points outside the mirror");
     // A link to the original file, and a repository of the agent's own.
     std::fs::remove_file(&dot_git).unwrap();
     let copy = w.wt("dot-git-copy");
     std::fs::write(&copy, &original).unwrap();
     std::os::unix::fs::symlink(&copy, &dot_git).unwrap();
-    assert!(!w.repo.links_worktree(&wt.path), "a symlink");
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, &base), "a symlink");
     std::fs::remove_file(&dot_git).unwrap();
     git(&wt.path, &["init", "--quiet"]);
-    assert!(!w.repo.links_worktree(&wt.path), "a repository of its own");
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, &base), "a repository of its own");
     std::fs::remove_dir_all(&dot_git).unwrap();
     std::fs::write(&dot_git, &original).unwrap();
-    assert!(w.repo.links_worktree(&wt.path), "restored");
+    assert!(w.repo.worktree_is_at(&wt.path, branch, &base), "restored");
+
+    // Another item's worktree shares the mirror: moving this branch from there,
+    // or switching this worktree's HEAD, is seen.
+    let other = w.repo.worktree(&w.wt("SHOP-2"), "feature/SHOP-2-bug-o", None).await.unwrap();
+    std::fs::write(other.path.join("x.txt"), "x\n").unwrap();
+    let moved = other.commit_all(&msg(7), &Author::default()).await.unwrap().unwrap();
+    let r = format!("refs/heads/{branch}");
+    git(&other.path, &["update-ref", &r, &moved]);
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, &base), "the branch was moved");
+    git(&other.path, &["update-ref", &r, &base]);
+    assert!(w.repo.worktree_is_at(&wt.path, branch, &base), "moved back");
+    git(&wt.path, &["checkout", "--quiet", "-b", "feature/elsewhere"]);
+    assert!(!w.repo.worktree_is_at(&wt.path, branch, &base), "HEAD on another branch");
+}
+
+/// A replace ref planted in the shared mirror must not change what orch's git
+/// sees under a commit id.
+#[tokio::test]
+async fn replace_refs_an_agent_plants_are_not_followed() {
+    let w = World::new();
+    w.repo.ensure().await.unwrap();
+    let wt = w.repo.worktree(&w.wt("SHOP-1"), "feature/SHOP-1-bug-r", None).await.unwrap();
+    std::fs::write(wt.path.join("a.txt"), "a\n").unwrap();
+    let real = wt.commit_all(&msg(1), &Author::default()).await.unwrap().unwrap();
+    std::fs::write(wt.path.join("b.txt"), "b\n").unwrap();
+    let fake = wt.commit_all(&msg(2), &Author::default()).await.unwrap().unwrap();
+    git(&wt.path, &["replace", &real, &fake]);
+    let plain = git(&wt.path, &["log", "-1", "--format=%(trailers:key=Orch-Job,valueonly)", &real]);
+    assert_eq!(plain.trim(), "2", "plain git follows the replace ref");
+    let ours = Git::default()
+        .run(&wt.path, &["log", "-1", "--format=%(trailers:key=Orch-Job,valueonly)", &real])
+        .await
+        .unwrap();
+    assert_eq!(ours.trim(), "1", "orch's git does not");
 }
 
 /// An agent that stays on its branch but moves the repository's local main is
