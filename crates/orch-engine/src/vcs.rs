@@ -158,11 +158,13 @@ pub(crate) enum PrepareError {
 ///
 /// `settled` is the worktree a stage that just ended on this node left (see
 /// [`after_run`]) when this job was claimed by that stage's transition: taken as
-/// is when the store still records the commit it is at, with no fetch and no
-/// check. Nothing ran in it since those checks, and the store's record is what
-/// was pushed. A stale owner's late push to the branch meanwhile is caught at
-/// this run's own push (git refuses it: the remote is no longer at the recorded
-/// SHA), and the retry's preparation adopts it.
+/// is, with no fetch and no git call, when the store still records the commit it
+/// is at and git's own files say it is still as that run left it
+/// (`Repo::worktree_is_at`). Nothing ran in it since the run's checks, and the
+/// store's record is what was pushed. A late push to the branch by anyone else
+/// meanwhile is caught at this run's own push (git refuses it: the remote is no
+/// longer at the recorded SHA), and the retry's full preparation adopts or
+/// refuses it.
 pub(crate) async fn prepare(ctx: &Ctx, job: &Job, item: &Item, settled: Option<Tree>) -> Result<Tree, PrepareError> {
     if let Some(tree) =
         settled.filter(|t| t.still_fits(item) && t.handle.repo.worktree_is_at(&t.wt.path, &t.wt.branch, &t.base))
