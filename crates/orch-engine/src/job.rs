@@ -70,7 +70,7 @@ pub(crate) async fn run(
             // link) must not be read as this run's verdict.
             untrusted::clear(&verdict_path)
                 .map_err(|source| Error::Io { path: verdict_path.display().to_string(), source })?;
-            prompt::write(ctx, job, role, &prompt_path).await
+            prompt::write(ctx, job, &item, role, &prompt_path).await
         };
         let prompt_text = match prepared.await {
             Ok(text) => text,

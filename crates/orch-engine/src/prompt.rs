@@ -25,16 +25,17 @@ const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 /// How much of a red gate's log the prompt quotes.
 const GATE_TAIL_BYTES: usize = 2 * 1024;
 
-/// Renders the prompt for `job`, writes it to `path` and returns its text.
-pub(crate) async fn write(ctx: &Ctx, job: &Job, role: &RoleName, path: &Path) -> Result<String, Error> {
-    let item = ctx.within_lease(ctx.store.get_item(&job.item)).await?.ok_or(Error::Vanished(job.id))?;
+/// Renders the prompt for `job` on `item` (as read when the job started: the
+/// prompt uses only fields no stage changes), writes it to `path` and returns
+/// its text.
+pub(crate) async fn write(ctx: &Ctx, job: &Job, item: &Item, role: &RoleName, path: &Path) -> Result<String, Error> {
     let verdict = ctx.layout.verdict_file(job.id);
     let text = ctx
         .within_lease(render(
             &*ctx.store,
             &ctx.config,
             &ctx.layout,
-            &item,
+            item,
             &job.stage,
             role,
             job.attempt,
